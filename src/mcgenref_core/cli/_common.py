@@ -1,0 +1,84 @@
+"""Options and helpers shared by every subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from ..config import StepConfig
+
+T = TypeVar("T")
+C = TypeVar("C", bound=StepConfig)
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--quiet`` and ``--debug``: every subcommand takes them."""
+    parser.add_argument("--config", metavar="FILE", help="JSON/TOML settings saved by an earlier run; options given here win")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--debug", action="store_true", help="show a full traceback on errors")
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type[StepConfig], skip: Iterable[str] = ()) -> None:
+    """Add one ``--field-name`` option per dataclass field of ``cls`` (default None = keep).
+
+    Tuples take several values (``--mix 0.4 0.2 ...``), bools take ``--flag/--no-flag``.
+    """
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(f"{cls.__name__} settings")
+    for field in dataclasses.fields(cls):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        base = _strip_optional(hint)
+        origin = typing.get_origin(base)
+        help_text = field.metadata.get("help", "") if field.metadata else ""
+        default = field.default if field.default is not dataclasses.MISSING else None
+        help_text = f"{help_text} (default: {default})".strip()
+        if base is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif origin in (tuple, list):
+            args = typing.get_args(base)
+            elem = args[0] if args else str
+            group.add_argument(flag, dest=field.name, nargs="+", type=elem, default=None, help=help_text)
+        else:
+            group.add_argument(flag, dest=field.name, type=base if base in (int, float, str) else str, default=None, help=help_text)
+
+
+def config_from_args(cls: type[C], args: argparse.Namespace, section: str | None = None) -> C:
+    """Start from ``--config`` (if given) or defaults, then apply options given on the line."""
+    cfg = cls.load(args.config, section=section) if getattr(args, "config", None) else cls()
+    changes = {}
+    for field in dataclasses.fields(cls):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            changes[field.name] = tuple(value) if isinstance(value, list) else value
+    if changes:
+        cfg = cls.from_dict({**cfg.to_dict(), **{k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}}, source="command line")
+    return cfg
+
+
+def progress(iterable: Iterable[T], total: int | None, desc: str, quiet: bool) -> Iterator[T]:
+    """Wrap an iterable in a tqdm bar on stderr (nothing when ``quiet``)."""
+    if quiet:
+        yield from iterable
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, file=sys.stderr, unit="it", dynamic_ncols=True, leave=False) as bar:
+        for item in iterable:
+            bar.update(1)
+            yield item
+
+
+def _strip_optional(hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if args and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return inner[0]
+    return hint

@@ -1,0 +1,97 @@
+"""``mcgenref segment IMAGE... --out DIR``: labels, probabilities, JSON and CSV per image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InputError, McGenRefError
+from ._common import add_common_options, config_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="find MCs and clusters in mammograms")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, TIFF, PNG, PGM or zarr")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size in mm (overrides the file)")
+    p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: chosen by pixel size)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device (default auto)")
+    p.add_argument("--tile", type=int, metavar="PX", help="tile edge in working pixels (default 256)")
+    p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default 0.25)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default 8)")
+    p.add_argument("--threshold", type=float, metavar="P", help="MC probability threshold (default: the weights' operating point)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
+    p.add_argument("--min-area-mm2", type=float, metavar="MM2", help="drop MCs smaller than this")
+    p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="labels/prob as two TIFFs (default) or one zarr group")
+    add_common_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..io import read_mammogram
+    from ..io.results import write_segmentation
+    from ..models.weights import resolve_weights
+    from ..segment import InferenceConfig, segment_steps
+
+    config = config_from_args(InferenceConfig, args, section="settings")
+    stems: dict[str, str] = {}
+    for image in args.images:
+        stem = read_stem(image)
+        if stem in stems:
+            raise InputError(image, f"has the same stem {stem!r} as {stems[stem]}; outputs would overwrite each other")
+        stems[stem] = image
+    status = 0
+    weights_cache: dict[float, object] = {}
+    for image in args.images:
+        try:
+            mammo = read_mammogram(image, pixel_size_mm=args.pixel_size)
+            if mammo.pixel_size_mm is None:
+                raise InputError(image, "pixel size unknown; give it with --pixel-size MM (e.g. 0.07 for a 3328x2560 Hologic image)")
+            key = (config.weights, mammo.pixel_size_mm >= 0.15)
+            if key not in weights_cache:
+                weights_cache[key] = resolve_weights(config.weights, "segmentor", mammo.pixel_size_mm)
+            steps = segment_steps(mammo, config, weights=weights_cache[key])
+            result = _drive(steps, f"segment {mammo.stem}", args.quiet)
+            write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)
+            print(f"{image}: {len(result.record['mcs'])} MCs, {len(result.record['clusters'])} clusters -> {Path(args.out) / mammo.stem}.*", file=sys.stderr)
+        except McGenRefError as exc:
+            if args.debug:
+                raise
+            print(f"mcgenref: error: {exc.message}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def read_stem(image: str) -> str:
+    """The output stem of an input path (file name without its image extension)."""
+    from ..io import Mammogram
+
+    return Mammogram(pixels=None, pixel_size_mm=None, path=Path(image), file_format="").stem
+
+
+def _drive(steps, desc: str, quiet: bool):
+    """Run a Progress generator with a tqdm bar per stage; return its value."""
+    bar = None
+    stage = None
+    try:
+        while True:
+            try:
+                p = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            if quiet:
+                continue
+            if p.stage != stage:
+                if bar is not None:
+                    bar.close()
+                from tqdm import tqdm
+
+                stage = p.stage
+                bar = tqdm(total=p.total, desc=f"{desc}: {stage}", file=sys.stderr, dynamic_ncols=True, leave=False)
+            bar.total = p.total
+            bar.n = p.done
+            bar.refresh()
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,66 @@
+"""``mcgenref train segmentor --backgrounds PATH... --out WEIGHTS [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ._common import add_common_options, add_config_options, config_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..synth.config import SynthesisConfig
+    from ..train import TrainConfig
+
+    p = sub.add_parser("train", help="train the segmentor on synthetic pairs made on the fly")
+    p.add_argument("model", choices=["segmentor"], help="what to train")
+    p.add_argument("--backgrounds", nargs="+", metavar="PATH", help="normal mammograms or folders (default: the regime's training normals in --data-dir)")
+    p.add_argument("--val-backgrounds", nargs="+", metavar="PATH", help="held-out normals for validation (default: the validation split of the same folders)")
+    p.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="the development data folder (default: ../shared/data)")
+    p.add_argument("--out", required=True, metavar="WEIGHTS", help="weights file to write (.safetensors)")
+    p.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size of the backgrounds when the files do not say")
+    p.add_argument("--resume", action="store_true", help="continue from WEIGHTS.ckpt.safetensors")
+    add_common_options(p)
+    add_config_options(p, TrainConfig)
+    add_config_options(p, SynthesisConfig, skip=("patch_px", "working_pixel_size_mm", "seed"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..synth.config import SynthesisConfig
+    from ..train import TrainConfig, train_segmentor_steps
+
+    train = config_from_args(TrainConfig, args, section="train")
+    synth = config_from_args(SynthesisConfig, args, section="synthesis")
+    command = "mcgenref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    steps = train_segmentor_steps(
+        args.out, train, synth, data_dir=args.data_dir, backgrounds=args.backgrounds,
+        val_backgrounds=args.val_backgrounds, pixel_size_mm=args.pixel_size, resume=args.resume, command=command,
+    )
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=train.steps, desc="train segmentor", file=sys.stderr, dynamic_ncols=True)
+    try:
+        while True:
+            try:
+                event = next(steps)
+            except StopIteration as stop:
+                path = stop.value
+                break
+            if bar is not None:
+                if event.kind == "step":
+                    bar.n = event.step
+                    bar.set_postfix(loss=event.values["loss"], refresh=False)
+                    bar.refresh()
+                else:
+                    bar.write(f"step {event.step}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()))
+            elif event.kind == "val":
+                print(f"step {event.step}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()), file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+    print(path)
+    return 0

@@ -1,0 +1,80 @@
+"""Choosing the compute device and running a model on batches of patches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+
+from .errors import InputError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(choice: str = "auto") -> str:
+    """``auto`` -> cuda, else mps, else cpu; an explicit device that is absent is an error.
+
+    The environment variable ``MCGENREF_DEVICE`` overrides ``auto`` (CI sets it to cpu).
+    """
+    import torch
+
+    choice = (choice or "auto").lower()
+    if choice not in DEVICES:
+        raise InputError("--device", f"unknown device {choice!r}; choose from {', '.join(DEVICES)}")
+    if choice == "auto":
+        choice = os.environ.get("MCGENREF_DEVICE", "auto").lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", "cuda was asked for but no CUDA GPU is available to torch")
+    if choice == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device", "mps was asked for but Apple Metal is not available to torch")
+    return choice
+
+
+def autocast_dtype(device: str, precision: str = "auto"):
+    """The autocast dtype for ``precision`` on ``device`` (None = full fp32).
+
+    ``auto`` is bf16 on CPU and CUDA (about 2x faster on CPU, masks unchanged; see
+    benchmarks/inference.py) and fp16 on MPS.
+    """
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "bf16" or (precision == "auto" and device in ("cpu", "cuda")):
+        return torch.bfloat16
+    if precision == "fp16" or (precision == "auto" and device == "mps"):
+        return torch.float16
+    raise InputError("--precision", f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+
+
+def make_predictor(model, device: str = "cpu", precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap a segmentation network as ``(N, H, W) float32 -> (N, H, W) float32 logits``.
+
+    Runs in inference mode with channels_last memory and autocast; the model is moved to
+    ``device`` once.
+    """
+    import torch
+
+    model = model.to(device).eval()
+    model = model.to(memory_format=torch.channels_last)
+    amp = autocast_dtype(device, precision)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))[:, None].to(device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            if amp is not None:
+                with torch.autocast(device_type=device if device != "mps" else "mps", dtype=amp):
+                    out = model(x)
+            else:
+                out = model(x)
+        return out[:, 0].float().cpu().numpy()
+
+    return predict

