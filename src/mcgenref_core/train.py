@@ -59,6 +59,20 @@ class TrainConfig(StepConfig):
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CPU/CUDA), fp32, bf16"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     seed: int = field(default=0, metadata={"help": "random seed (data, initialisation)"})
+    calibrate: bool = field(default=True, metadata={"help": "choose the operating threshold on the validation normals after training"})
+    calibration_target: float | None = field(default=None, metadata={"help": "allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)"})
+
+    @property
+    def calibration_criterion(self) -> str:
+        """What calibration counts: FP clusters per image (film) or FP components per cm² (digital)."""
+        return "fp_clusters_per_image" if self.regime == "film" else "fp_components_per_cm2"
+
+    @property
+    def calibration_limit(self) -> float:
+        """The target of :attr:`calibration_criterion`."""
+        if self.calibration_target is not None:
+            return float(self.calibration_target)
+        return 0.5 if self.regime == "film" else 1.0
 
     def validate(self) -> None:
         if self.regime not in REGIME_PIXEL_SIZE_MM:
@@ -282,6 +296,26 @@ def train_segmentor_steps(
         },
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
+    if train.calibrate:
+        from .calibrate import choose_threshold, false_positive_table, normal_responses
+        from .models.weights import Weights
+
+        model.eval()
+        draft = Weights(path=out, state_dict=model.state_dict(), metadata=metadata, sha256="(in training)")
+        responses_gen = normal_responses(draft, val_files, pixel_size_mm=pixel_size_mm or (REGIME_PIXEL_SIZE_MM["digital"] if train.regime == "digital" else None), device=device)
+        while True:
+            try:
+                done = next(responses_gen)
+            except StopIteration as stop:
+                responses = stop.value
+                break
+            yield TrainEvent("calibrate", done, len(val_files), {})
+        table = false_positive_table(responses)
+        chosen = choose_threshold(table, train.calibration_criterion, train.calibration_limit)
+        metadata["operating_threshold"] = chosen["threshold"]
+        metadata["calibration"] = {"normals": [r.name for r in responses], "chosen": chosen, "table": table}
+        _append_log(log_path, {"kind": "calibration", **chosen})
+        yield TrainEvent("calibrated", train.steps, train.steps, {k: v for k, v in chosen.items() if isinstance(v, float)})
     save_weights(out, model.state_dict(), metadata)
     return out
 

@@ -56,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
                     bar.set_postfix(loss=event.values["loss"], refresh=False)
                     bar.refresh()
                 else:
-                    bar.write(f"step {event.step}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()))
-            elif event.kind == "val":
-                print(f"step {event.step}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()), file=sys.stderr)
+                    bar.write(f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()))
+            elif event.kind != "step":
+                print(f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()), file=sys.stderr)
     finally:
         if bar is not None:
             bar.close()

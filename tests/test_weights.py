@@ -1,0 +1,67 @@
+"""Weights files: safetensors with metadata, hash checks, clear errors for bad files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mcgenref_core.errors import InputError
+from mcgenref_core.models.unet import UNet
+from mcgenref_core.models.weights import load_weights, save_weights, sha256_file
+
+META = {
+    "kind": "segmentor",
+    "architecture": {"name": "UNet", "kwargs": {"in_channels": 1, "out_channels": 1, "base_channels": 4, "depth": 2}},
+    "working_pixel_size_mm": 0.2,
+}
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(base_channels=4, depth=2).eval()
+    path = save_weights(tmp_path / "w.safetensors", model.state_dict(), META)
+    weights = load_weights(path, expected_sha256=sha256_file(path))
+    rebuilt = weights.build_model()
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), rebuilt(x))
+    assert weights.working_pixel_size_mm == 0.2 and weights.kind == "segmentor"
+
+
+def test_wrong_hash_corrupt_pickled_and_missing_files_fail_clearly(tmp_path):
+    model = UNet(base_channels=4, depth=2)
+    path = save_weights(tmp_path / "w.safetensors", model.state_dict(), META)
+    with pytest.raises(InputError, match="corrupt or replaced"):
+        load_weights(path, expected_sha256="0" * 64)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(InputError, match="not a valid safetensors"):
+        load_weights(corrupt)
+    pickled = tmp_path / "model.pt"
+    torch.save(model.state_dict(), pickled)
+    with pytest.raises(InputError, match="pickled"):
+        load_weights(pickled)
+    with pytest.raises(InputError, match="not found"):
+        load_weights(tmp_path / "absent.safetensors")
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        load_weights(empty)
+
+
+def test_metadata_is_required_and_architecture_must_fit(tmp_path):
+    from safetensors.torch import save_file
+
+    model = UNet(base_channels=4, depth=2)
+    bare = tmp_path / "bare.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(bare))
+    with pytest.raises(InputError, match="no mcgenref metadata"):
+        load_weights(bare)
+    wrong = dict(META, architecture={"name": "UNet", "kwargs": {"base_channels": 8, "depth": 2}})
+    path = save_weights(tmp_path / "wrong.safetensors", model.state_dict(), wrong)
+    with pytest.raises(InputError, match="do not fit"):
+        load_weights(path).build_model()
+    unknown = dict(META, architecture={"name": "Mystery"})
+    path = save_weights(tmp_path / "unknown.safetensors", model.state_dict(), unknown)
+    with pytest.raises(InputError, match="unknown architecture"):
+        load_weights(path).build_model()
