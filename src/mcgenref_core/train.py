@@ -52,6 +52,9 @@ class TrainConfig(StepConfig):
     hard_negative_every: int = field(default=100, metadata={"help": "re-mine hard negatives every N steps"})
     hard_negative_pool: int = field(default=192, metadata={"help": "negative patches scored per mining round"})
     hard_negative_keep: int = field(default=48, metadata={"help": "highest-scoring negatives kept per round"})
+    augment_gamma: tuple[float, float] = field(default=(0.75, 1.33), metadata={"help": "range of a random gamma applied to whole training patches (texture/contrast robustness)"})
+    augment_contrast: tuple[float, float] = field(default=(0.7, 1.4), metadata={"help": "range of a random contrast scale about the patch median"})
+    augment_noise: tuple[float, float] = field(default=(0.0, 0.02), metadata={"help": "range of the sigma of extra white noise (normalised units)"})
     val_every: int = field(default=250, metadata={"help": "validate every N steps"})
     val_patches: int = field(default=96, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
@@ -151,11 +154,29 @@ def patch_scores(prob: np.ndarray, masks: np.ndarray, pixel_size_mm: float, thre
     }
 
 
+def augment_texture(images: np.ndarray, rng: np.random.Generator, train: TrainConfig) -> np.ndarray:
+    """Random gamma, contrast and white noise per patch, applied after MC insertion.
+
+    ``images`` (N, P, P) float32 normalised; masks stay exact because every change is a
+    monotone intensity map plus noise. Returns a new (N, P, P) float32 array.
+    """
+    n = images.shape[0]
+    gamma = np.exp(rng.uniform(np.log(train.augment_gamma[0]), np.log(train.augment_gamma[1]), n)).astype(np.float32)
+    contrast = rng.uniform(*train.augment_contrast, n).astype(np.float32)
+    noise = rng.uniform(*train.augment_noise, n).astype(np.float32)
+    out = np.clip(images, 0.0, None) ** gamma[:, None, None]
+    median = np.median(out.reshape(n, -1), axis=1)[:, None, None]
+    out = median + (out - median) * contrast[:, None, None]
+    out += rng.standard_normal(images.shape, dtype=np.float32) * noise[:, None, None]
+    return out.astype(np.float32)
+
+
 # --- training ---------------------------------------------------------------------------------
 
 def build_generator(train: TrainConfig, synth, data_dir: str | os.PathLike, backgrounds: list[str] | None, split: str, pixel_size_mm: float | None):
     """A ``SyntheticPairGenerator`` over the backgrounds of ``split`` at the working pixel size."""
-    from .synth import BackgroundSampler, SyntheticPairGenerator
+    from .synth.backgrounds import BackgroundSampler
+    from .synth.generator import SyntheticPairGenerator
     from .synth.splits import default_backgrounds, expand_backgrounds
 
     if backgrounds:
@@ -247,6 +268,7 @@ def train_segmentor_steps(
                 hn = hn[:, :, ::-1]
             images = np.concatenate([images, hn.copy()])
             masks = np.concatenate([masks, np.zeros_like(hn, dtype=masks.dtype)])
+        images = augment_texture(images, rng, train)
         x = torch.from_numpy(np.ascontiguousarray(images))[:, None].to(device).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy((masks > 0).astype(np.float32))[:, None].to(device)
         for group in optimiser.param_groups:
@@ -354,7 +376,7 @@ def _validate(model, images, masks, train: TrainConfig, device, amp) -> dict[str
 
 def _mine_hard_negatives(model, generator, rng, train: TrainConfig, device, amp) -> np.ndarray:
     """Score ``hard_negative_pool`` MC-free background patches; keep the most MC-like ones."""
-    pool = np.stack([generator.negative(rng) for _ in range(train.hard_negative_pool)])
+    pool = np.stack([generator.sampler.sample(rng, train.patch_px) for _ in range(train.hard_negative_pool)])
     prob = _predict_prob(model, pool, device, amp)
     # rank by the summed probability of the strongest 16 pixels: a speck-like response
     flat = np.sort(prob.reshape(len(pool), -1), axis=1)[:, -16:].sum(1)

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                     bar.refresh()
                 else:
                     bar.write(f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()))
-            elif event.kind != "step":
+            elif event.kind in ("val", "calibrated"):
                 print(f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()), file=sys.stderr)
     finally:
         if bar is not None:
