@@ -68,11 +68,20 @@ class StepConfig:
     def load(cls: type[C], path: str | os.PathLike, section: str | None = None) -> C:
         """Read a JSON or TOML file written by :meth:`save` (or a run's record).
 
-        ``section`` picks a sub-table, e.g. ``"synthesis"`` in a run record holding several.
+        ``section`` picks a sub-table (dotted for nested ones, e.g. ``"refine.settings"``) in a
+        run record holding several configs; a record without it gives the defaults.
         """
         data = load_config_file(path)
-        if section and section in data and isinstance(data[section], dict):
-            data = data[section]
+        names = {f.name for f in dataclasses.fields(cls)}
+        flat = data.get("type") == cls.__name__ or (set(data) - {"type"}) <= names
+        if section and not flat:
+            # a run record holds several configs: "settings", "refine.settings", "train"...
+            for part in section.split("."):
+                data = data.get(part) if isinstance(data, dict) else None
+            if data is None:  # the record has no such section: defaults
+                data = {}
+            elif not isinstance(data, dict):
+                raise InputError(path, f"section {section!r} is not a table of settings")
         data = {k: v for k, v in data.items() if k != "type"}
         return cls.from_dict(data, source=str(path))
 

@@ -108,8 +108,8 @@ def segment_steps(
 
     image = mammo.to_numpy()
     breast = breast_mask(image, spacing)
-    if not breast.any():
-        raise InputError(mammo.path, "no breast found in the image (blank or unreadable content)")
+    if not breast.any():  # blank image: nothing to find, and nothing to run
+        return _empty_result(mammo, image, breast, config, weights, device, time.perf_counter() - t0)
     norm = robust_normalize(image, breast)
     norm_w = resample_to_spacing(norm, spacing, working)
     breast_w = resample_to_spacing(breast, spacing, working, order=0) if norm_w.shape != norm.shape else breast
@@ -144,7 +144,8 @@ def segment_steps(
     timings["total_s"] = time.perf_counter() - t0
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view},
-        "settings": {**config.to_dict(), "threshold_used": threshold, "device_used": device},
+        "settings": config.to_dict(),
+        "run": {"device_used": device, "threshold_used": threshold, "precision": config.precision},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),
@@ -154,6 +155,25 @@ def segment_steps(
         "clusters": [dataclasses.asdict(c) for c in clusters],
     }
     return SegmentationResult(labels=labels, prob=prob, record=record, breast=breast, logits_working=logits_w)
+
+
+def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:
+    """The result for an image without breast tissue: no MCs, probability 0 everywhere."""
+    record = {
+        "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": mammo.pixel_size_mm},
+        "settings": config.to_dict(),
+        "run": {"device_used": device},
+        "refine": None,
+        "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": weights.working_pixel_size_mm},
+        "software": _versions(),
+        "timing": {"total_s": round(seconds, 3)},
+        "breast_area_cm2": 0.0,
+        "notes": ["no breast tissue found: the image is blank or holds only background"],
+        "mcs": [],
+        "clusters": [],
+    }
+    zeros = np.zeros(image.shape, np.float32)
+    return SegmentationResult(labels=np.zeros(image.shape, np.uint16), prob=zeros, record=record, breast=breast)
 
 
 def segment(mammo: Mammogram, config: InferenceConfig | None = None, weights=None, refine_config=None) -> SegmentationResult:

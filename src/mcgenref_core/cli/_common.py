@@ -38,7 +38,7 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type[StepConfig], s
         origin = typing.get_origin(base)
         help_text = field.metadata.get("help", "") if field.metadata else ""
         default = field.default if field.default is not dataclasses.MISSING else None
-        help_text = f"{help_text} (default: {default})".strip()
+        help_text = f"{help_text} (default: {default})".strip().replace("%", "%%")
         if base is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif origin in (tuple, list):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, McGenRefError
-from ._common import add_common_options, config_from_args
+from ._common import add_common_options, add_config_options, config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
     p.add_argument("--min-area-mm2", type=float, metavar="MM2", help="drop MCs smaller than this")
     p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="labels/prob as two TIFFs (default) or one zarr group")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False, help="run TT-GPR test-time refinement (default: off)")
     add_common_options(p)
+    from ..refine import RefineConfig
+
+    add_config_options(p, RefineConfig, skip=("enabled", "precision"))
     p.set_defaults(func=run)
 
 
@@ -35,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from ..segment import InferenceConfig, segment_steps
 
     config = config_from_args(InferenceConfig, args, section="settings")
+    refine_config = None
+    if args.refine:
+        from ..refine import RefineConfig
+
+        refine_config = config_from_args(RefineConfig, args, section="refine.settings").replace(precision=config.precision)
     stems: dict[str, str] = {}
     for image in args.images:
         stem = read_stem(image)
@@ -51,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             key = (config.weights, mammo.pixel_size_mm >= 0.15)
             if key not in weights_cache:
                 weights_cache[key] = resolve_weights(config.weights, "segmentor", mammo.pixel_size_mm)
-            steps = segment_steps(mammo, config, weights=weights_cache[key])
+            steps = segment_steps(mammo, config, weights=weights_cache[key], refine_config=refine_config)
             result = _drive(steps, f"segment {mammo.stem}", args.quiet)
             write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)
             print(f"{image}: {len(result.record['mcs'])} MCs, {len(result.record['clusters'])} clusters -> {Path(args.out) / mammo.stem}.*", file=sys.stderr)

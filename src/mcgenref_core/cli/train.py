@@ -1,4 +1,4 @@
-"""``mcgenref train segmentor --backgrounds PATH... --out WEIGHTS [options]``."""
+"""``mcgenref train segmentor|flow --backgrounds PATH... --out WEIGHTS [options]``."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import sys
 
 from ._common import add_common_options, add_config_options, config_from_args
 
+MODELS = {
+    "segmentor": ("the base segmentor (U-Net)", "mcgenref_core.train", "TrainConfig", "train_segmentor_steps"),
+    "flow": ("the seed-conditioned rectified-flow generator used by TT-GPR", "mcgenref_core.train_flow", "FlowTrainConfig", "train_flow_steps"),
+}
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..synth.config import SynthesisConfig
-    from ..train import TrainConfig
 
-    p = sub.add_parser("train", help="train the segmentor on synthetic pairs made on the fly")
-    p.add_argument("model", choices=["segmentor"], help="what to train")
+def _data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backgrounds", nargs="+", metavar="PATH", help="normal mammograms or folders (default: the regime's training normals in --data-dir)")
     p.add_argument("--val-backgrounds", nargs="+", metavar="PATH", help="held-out normals for validation (default: the validation split of the same folders)")
     p.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="the development data folder (default: ../shared/data)")
@@ -22,19 +22,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size of the backgrounds when the files do not say")
     p.add_argument("--resume", action="store_true", help="continue from WEIGHTS.ckpt.safetensors")
     add_common_options(p)
-    add_config_options(p, TrainConfig)
-    add_config_options(p, SynthesisConfig, skip=("patch_px", "working_pixel_size_mm", "seed"))
-    p.set_defaults(func=run)
+
+
+def _load(model: str):
+    import importlib
+
+    _, module, config_name, steps_name = MODELS[model]
+    mod = importlib.import_module(module)
+    return getattr(mod, config_name), getattr(mod, steps_name)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..synth.config import SynthesisConfig
+
+    p = sub.add_parser("train", help="train the segmentor or the flow generator on synthetic pairs made on the fly")
+    models = p.add_subparsers(dest="model", required=True, metavar="{segmentor,flow}")
+    for name, (text, *_rest) in MODELS.items():
+        q = models.add_parser(name, help=text, description=f"Train {text} on synthetic pairs.")
+        _data_options(q)
+        config_cls, _ = _load(name)
+        add_config_options(q, config_cls)
+        add_config_options(q, SynthesisConfig, skip=("patch_px", "working_pixel_size_mm", "seed"))
+        q.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..synth.config import SynthesisConfig
-    from ..train import TrainConfig, train_segmentor_steps
 
-    train = config_from_args(TrainConfig, args, section="train")
+    config_cls, train_steps = _load(args.model)
+    train = config_from_args(config_cls, args, section="train")
     synth = config_from_args(SynthesisConfig, args, section="synthesis")
     command = "mcgenref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    steps = train_segmentor_steps(
+    steps = train_steps(
         args.out, train, synth, data_dir=args.data_dir, backgrounds=args.backgrounds,
         val_backgrounds=args.val_backgrounds, pixel_size_mm=args.pixel_size, resume=args.resume, command=command,
     )
@@ -42,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=train.steps, desc="train segmentor", file=sys.stderr, dynamic_ncols=True)
+        bar = tqdm(total=train.steps, desc=f"train {args.model}", file=sys.stderr, dynamic_ncols=True)
     try:
         while True:
             try:
@@ -50,15 +69,16 @@ def run(args: argparse.Namespace) -> int:
             except StopIteration as stop:
                 path = stop.value
                 break
+            line = f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items())
             if bar is not None:
                 if event.kind == "step":
                     bar.n = event.step
                     bar.set_postfix(loss=event.values["loss"], refresh=False)
                     bar.refresh()
                 else:
-                    bar.write(f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()))
+                    bar.write(line)
             elif event.kind in ("val", "calibrated"):
-                print(f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items()), file=sys.stderr)
+                print(line, file=sys.stderr)
     finally:
         if bar is not None:
             bar.close()

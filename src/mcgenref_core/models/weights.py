@@ -166,3 +166,40 @@ def default_weights_name(kind: str, pixel_size_mm: float | None) -> str | None:
     if pixel_size_mm is None or len(candidates) == 1:
         return sorted(candidates)[0]
     return min(candidates, key=lambda n: abs(float(candidates[n]["working_pixel_size_mm"]) - pixel_size_mm) / float(candidates[n]["working_pixel_size_mm"]))
+
+
+def bundle_weights(path: str | os.PathLike, name: str, default: bool = True, package_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Copy a trained weights file into the package and record it in ``registry.json``.
+
+    The entry holds the file name, SHA-256, kind, regime and working pixel size; with
+    ``default=True`` it replaces the previous default of the same kind and regime.
+    Returns the new entry.
+    """
+    import shutil
+
+    from ..io.writers import atomic_path, write_json_atomic
+
+    weights = load_weights(path)
+    folder = Path(package_dir) if package_dir else _bundled_dir()
+    target = folder / f"{name}.safetensors"
+    with atomic_path(target) as tmp:
+        shutil.copyfile(path, tmp)
+    index = folder / "registry.json"
+    reg = json.loads(index.read_text()) if index.is_file() else {}
+    meta = weights.metadata
+    entry = {
+        "file": target.name,
+        "sha256": sha256_file(target),
+        "kind": meta.get("kind", "segmentor"),
+        "regime": meta.get("regime"),
+        "working_pixel_size_mm": meta["working_pixel_size_mm"],
+        "default": bool(default),
+        "operating_threshold": meta.get("operating_threshold"),
+    }
+    if default:
+        for other in reg.values():
+            if other.get("kind") == entry["kind"] and other.get("regime") == entry["regime"]:
+                other["default"] = False
+    reg[name] = entry
+    write_json_atomic(index, reg)
+    return entry

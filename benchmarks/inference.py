@@ -1,0 +1,135 @@
+"""Full-field inference speed and memory, against MONAI's sliding_window_inference.
+
+For a digital mammogram (NYU 1_L_CC, 3328x2560 at 0.07 mm) and a film one (mini-MIAS mdb209,
+1024x1024 at 0.2 mm) it prints, each measured in a fresh process:
+
+- ``cli``: ``mcgenref segment`` end to end, start-up included (wall time of the command);
+- ``ours``: the tiling engine inside one process (read, mask, normalise, tiles, post-process);
+- ``monai``: MONAI ``sliding_window_inference`` (overlap 0.5, Gaussian, same ROI and batch)
+  running the same model on the same normalised image, in fp32 as MONAI does by default, and
+  ``monai_bf16`` with the same bf16 + channels_last predictor ours uses;
+- peak resident memory (ru_maxrss) of each process, and the ratios.
+
+Run: ``python benchmarks/inference.py`` (needs ``pip install monai``; ``--data DIR`` points at
+``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CASES = {
+    "digital 3328x2560": ("nyu-ffdm/1_L_CC.png", 0.07),
+    "film 1024x1024": ("mias-dev/mdb209.pgm", 0.2),
+}
+
+
+def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
+    """Run one measurement in this process and return its figures."""
+    import numpy as np
+    import torch
+
+    from mcgenref_core.breast import breast_mask
+    from mcgenref_core.device import make_predictor
+    from mcgenref_core.intensity import resample_to_spacing, robust_normalize
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    weights = resolve_weights(None, "segmentor", pixel_size)
+    config = InferenceConfig(device=device)
+    if mode == "ours":
+        start = time.perf_counter()
+        result = segment(read_mammogram(image, pixel_size_mm=pixel_size), config, weights=weights)
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "mcs": len(result.record["mcs"]), "timing": result.record["timing"]}
+    from monai.inferers import sliding_window_inference
+
+    mammo = read_mammogram(image, pixel_size_mm=pixel_size)
+    pixels = mammo.to_numpy()
+    start = time.perf_counter()
+    breast = breast_mask(pixels, pixel_size)
+    norm = resample_to_spacing(robust_normalize(pixels, breast), pixel_size, weights.working_pixel_size_mm)
+    model = weights.build_model().to(device)
+    x = torch.from_numpy(norm)[None, None].to(device)
+    if mode == "monai":
+        with torch.inference_mode():
+            logits = sliding_window_inference(x, roi_size=(config.tile, config.tile), sw_batch_size=config.batch_size,
+                                              predictor=model, overlap=0.5, mode="gaussian")
+    else:  # monai_bf16: the same predictor as ours inside MONAI's loop
+        predict = make_predictor(model, device, config.precision)
+
+        def net(batch):
+            return torch.from_numpy(predict(batch[:, 0].cpu().numpy()))[:, None]
+
+        logits = sliding_window_inference(x, roi_size=(config.tile, config.tile), sw_batch_size=config.batch_size,
+                                          predictor=net, overlap=0.5, mode="gaussian")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "logit_mean": float(np.asarray(logits).mean())}
+
+
+def child(mode: str, image: str, pixel_size: float, device: str) -> dict:
+    """Measure in a fresh interpreter; add its peak resident memory."""
+    code = (
+        "import json, resource, sys; sys.path.insert(0, %r); import inference as b; "
+        "r = b.measure(%r, %r, %r, %r); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        "print(json.dumps(r))" % (str(Path(__file__).parent), mode, image, pixel_size, device)
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def cli_seconds(image: str, pixel_size: float, device: str) -> dict:
+    """Wall time and peak memory of ``mcgenref segment`` on one image, start-up included."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mcgenref_core.cli", "segment", image, "--out", tmp, "--pixel-size",
+                        str(pixel_size), "--device", device, "--quiet"], check=True, capture_output=True)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_rss_mb": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--skip-monai", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    print(f"device: {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    rows = []
+    for name, (rel, spacing) in CASES.items():
+        image = str(Path(args.data) / rel)
+        cli = cli_seconds(image, spacing, args.device)
+        ours = child("ours", image, spacing, args.device)
+        row = {"case": name, "cli_s": cli["seconds"], "cli_peak_mb": cli["peak_rss_mb"], "ours_s": ours["seconds"],
+               "ours_peak_mb": ours["peak_rss_mb"], "mcs": ours["mcs"]}
+        if not args.skip_monai:
+            monai = child("monai", image, spacing, args.device)
+            monai16 = child("monai_bf16", image, spacing, args.device)
+            row.update(monai_s=monai["seconds"], monai_peak_mb=monai["peak_rss_mb"], monai_bf16_s=monai16["seconds"])
+            row.update(speedup_vs_monai=monai["seconds"] / ours["seconds"], speedup_vs_monai_bf16=monai16["seconds"] / ours["seconds"])
+        rows.append(row)
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    print()
+    print("| case | mcgenref segment (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI bf16 | ours vs MONAI fp32 | ours vs MONAI bf16 |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | "
+              f"{r.get('monai_s', float('nan')):.1f} s | {r.get('monai_bf16_s', float('nan')):.1f} s | "
+              f"{r.get('speedup_vs_monai', float('nan')):.2f}x | {r.get('speedup_vs_monai_bf16', float('nan')):.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

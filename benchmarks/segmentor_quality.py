@@ -1,0 +1,143 @@
+"""Quality of the base segmentor (docs/results.md, issue figures).
+
+1. Synthetic pairs on held-out backgrounds (film val normals at 0.2 mm, digital val normal
+   gmic-0_L-CC at 0.07 mm; never training backgrounds): pooled pixel Dice / recall / precision,
+   MC-level sensitivity and false positives per cm² at the weights' operating threshold.
+2. mini-MIAS dev split (real, cluster level): how many of the 16 located CALC circles contain a
+   predicted cluster centre, false-positive clusters per validation normal (36 images, never
+   training backgrounds), and predicted clusters outside every circle on the CALC images.
+3. False components per cm² of breast on the digital normal gmic-0_L-CC (never a training
+   background; it is the digital regime's calibration image).
+
+Run: ``python benchmarks/segmentor_quality.py [--data ../shared/data] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: str | None) -> dict:
+    """Pooled scores of the segmentor over ``n`` synthetic pairs on the regime's val normals."""
+    from mcgenref_core.device import make_predictor
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+    from mcgenref_core.synth.splits import default_backgrounds
+    from mcgenref_core.train import REGIME_PIXEL_SIZE_MM, patch_scores
+
+    spacing = REGIME_PIXEL_SIZE_MM[regime]
+    weights = resolve_weights(weights_name, "segmentor", spacing)
+    files = default_backgrounds(data, regime, "val")
+    sampler = BackgroundSampler(files, spacing, pixel_size_mm=0.07 if regime == "digital" else None)
+    gen = SyntheticPairGenerator(SynthesisConfig(patch_px=patch, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
+    images, masks = gen.batch(n, np.random.default_rng(2024))
+    predict = make_predictor(weights.build_model(), "cpu")
+    logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, n, 16)])
+    prob = 1 / (1 + np.exp(-logits))
+    threshold = float(weights.metadata.get("operating_threshold", 0.5))
+    scores = patch_scores(prob, masks, spacing, threshold)
+    scores_05 = patch_scores(prob, masks, spacing, 0.5)
+    return {"regime": regime, "backgrounds": [f.name for f in files], "pairs": n, "patch_px": patch,
+            "threshold": threshold, "at_operating_point": scores, "at_0.5": scores_05}
+
+
+def mias_clusters(data: Path, weights_name: str | None) -> dict:
+    """Cluster sensitivity on the located dev circles and FP clusters per validation normal."""
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, segment
+    from mcgenref_core.synth.splits import mias_normals, read_mias_info
+
+    mias = data / "mias-dev"
+    rows = read_mias_info(mias / "Info.txt")
+    weights = resolve_weights(weights_name, "segmentor", 0.2)
+    config = InferenceConfig(device="cpu")
+    circles: dict[str, list] = {}
+    for r in rows:
+        if r.cls == "CALC" and r.has_circle:
+            circles.setdefault(r.refnum, []).append(r)
+    found = total = outside = 0
+    per_image = {}
+    start = time.perf_counter()
+    for refnum, rs in sorted(circles.items()):
+        result = segment(read_mammogram(mias / f"{refnum}.pgm"), config, weights=weights)
+        centres = [c["centroid_rc"] for c in result.record["clusters"]]
+        hits = []
+        for r in rs:
+            hit = any((cr - r.row) ** 2 + (cc - r.col) ** 2 <= r.radius**2 for cr, cc in centres)
+            hits.append(hit)
+            found += hit
+            total += 1
+        out = sum(all((cr - r.row) ** 2 + (cc - r.col) ** 2 > r.radius**2 for r in rs) for cr, cc in centres)
+        outside += out
+        per_image[refnum] = {"circles_found": int(sum(hits)), "circles": len(rs), "clusters": len(centres), "clusters_outside": out}
+    normals = mias_normals(mias, "val")
+    fp_clusters = fp_components = 0
+    area_cm2 = 0.0
+    for path in normals:
+        result = segment(read_mammogram(path), config, weights=weights)
+        fp_clusters += len(result.record["clusters"])
+        fp_components += len(result.record["mcs"])
+        area_cm2 += result.record["breast_area_cm2"]
+    return {
+        "circles_found": found, "circles": total,
+        "fp_clusters_per_val_normal": fp_clusters / len(normals), "val_normals": len(normals),
+        "fp_components_per_cm2_val_normals": fp_components / area_cm2,
+        "clusters_outside_circles_on_calc_images": outside, "calc_images": len(circles),
+        "per_image": per_image, "threshold": float(weights.metadata.get("operating_threshold", 0.5)),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def digital_normal_fp(data: Path, weights_name: str | None) -> dict:
+    """False components and clusters on the held-out digital normal gmic-0_L-CC."""
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    weights = resolve_weights(weights_name, "segmentor", 0.07)
+    out = {}
+    for name in ("gmic-0_L-CC.png",):
+        result = segment(read_mammogram(data / "nyu-ffdm" / name, pixel_size_mm=0.07), InferenceConfig(device="cpu"), weights=weights)
+        area = result.record["breast_area_cm2"]
+        out[name] = {"fp_components": len(result.record["mcs"]), "breast_cm2": area,
+                     "fp_components_per_cm2": len(result.record["mcs"]) / area, "fp_clusters": len(result.record["clusters"])}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--pairs", type=int, default=256)
+    parser.add_argument("--film-weights")
+    parser.add_argument("--digital-weights")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    report = {
+        "synthetic_film": synthetic_scores("film", args.data, args.pairs, 128, args.film_weights),
+        "synthetic_digital": synthetic_scores("digital", args.data, args.pairs, 256, args.digital_weights),
+        "mias_dev": mias_clusters(args.data, args.film_weights),
+        "digital_normal": digital_normal_fp(args.data, args.digital_weights),
+    }
+    for key in ("synthetic_film", "synthetic_digital"):
+        s = report[key]
+        print(f"{key}: threshold {s['threshold']:.4f}: {json.dumps(s['at_operating_point'])}; at 0.5: {json.dumps(s['at_0.5'])}")
+    m = report["mias_dev"]
+    print(f"mini-MIAS dev: {m['circles_found']}/{m['circles']} located circles found; "
+          f"{m['fp_clusters_per_val_normal']:.2f} FP clusters per validation normal ({m['val_normals']}); "
+          f"{m['clusters_outside_circles_on_calc_images']} clusters outside circles on {m['calc_images']} CALC images")
+    for name, d in report["digital_normal"].items():
+        print(f"{name}: {d['fp_components_per_cm2']:.2f} false components per cm² ({d['fp_components']} in {d['breast_cm2']:.1f} cm²), {d['fp_clusters']} false clusters")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
