@@ -1,16 +1,14 @@
-"""The demo pipeline behind ``mcgenref demo``: bundled sample in, overlay PNG and record out."""
+"""The demo pipeline behind ``mcgenref demo``: the bundled sample segmented end to end."""
 
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
-from ._version import __version__
-from .breast import breast_mask
-from .describe import describe_image
 from .io import read_mammogram
-from .io.writers import write_json_atomic, write_png_atomic
+from .io.results import write_segmentation
+from .io.writers import write_png_atomic
 from .overlay import render_overlay
 from .samples import DEMO_SAMPLE, sample_annotations, sample_path
 
@@ -26,26 +24,38 @@ def mias_circles(info_file: Path, stem: str, rows: int = 1024) -> list[tuple[flo
     return circles
 
 
-def run_demo(out_dir: str | os.PathLike = "mcgenref-demo") -> dict[str, Path]:
-    """Process the bundled sample and write ``<stem>.overlay.png`` and ``<stem>.json``.
+def run_demo(
+    out_dir: str | os.PathLike = "mcgenref-demo",
+    refine: bool = False,
+    on_progress: Callable[[object], None] | None = None,
+) -> dict[str, Path]:
+    """Segment the bundled sample with the bundled weights and draw the result.
 
-    Returns the written paths by kind.
+    Writes the ``segment`` outputs (``STEM.labels.tif``, ``STEM.prob.tif``, ``STEM.json``,
+    ``STEM.mcs.csv``) and ``STEM.overlay.png``: breast outline (cyan), detected MCs (red), the
+    annotated cluster circle (green). Returns the written paths by kind.
     """
+    from .segment import InferenceConfig, segment_steps
+
     out = Path(out_dir)
-    path = sample_path(DEMO_SAMPLE)
-    start = time.perf_counter()
-    mammo = read_mammogram(path)
-    image = mammo.to_numpy()
-    breast = breast_mask(image, mammo.pixel_size_mm)
-    circles = mias_circles(sample_annotations(), mammo.stem, rows=image.shape[0])
-    overlay = render_overlay(image, breast=breast, circles=circles)
-    record = {
-        "software": {"mcgenref": __version__},
-        "input": describe_image(path),
-        "annotated_clusters_rc_radius_px": circles,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
-    return {
-        "overlay": write_png_atomic(out / f"{mammo.stem}.overlay.png", overlay),
-        "record": write_json_atomic(out / f"{mammo.stem}.json", record),
-    }
+    mammo = read_mammogram(sample_path(DEMO_SAMPLE))
+    refine_config = None
+    if refine:
+        from .refine import RefineConfig
+
+        refine_config = RefineConfig()
+    steps = segment_steps(mammo, InferenceConfig(), refine_config=refine_config)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as stop:
+            result = stop.value
+            break
+        if on_progress is not None:
+            on_progress(event)
+    circles = mias_circles(sample_annotations(), mammo.stem, rows=mammo.shape[0])
+    result.record["annotated_clusters_rc_radius_px"] = circles
+    paths = write_segmentation(out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm)
+    overlay = render_overlay(mammo.to_numpy(), breast=result.breast, labels=result.labels, circles=circles)
+    paths["overlay"] = write_png_atomic(out / f"{mammo.stem}.overlay.png", overlay)
+    return paths

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from .mammogram import Mammogram
-from .readers import _check_shape, _laterality_view_from_name
+from .readers import check_shape, laterality_view_from_name
 
 _GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 #: Image Pixel module elements: present without PixelData, the file was cut short.
@@ -183,7 +183,7 @@ def check_header(path: Path, ds: Any) -> None:
     if "Rows" not in ds or "Columns" not in ds:
         raise InputError(path, "DICOM header lacks Rows/Columns")
     rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
-    _check_shape(path, (rows, cols))
+    check_shape(path, (rows, cols))
     if not _is_compressed(ds.file_meta.TransferSyntaxUID):
         bits_allocated = _int(ds, "BitsAllocated", 16)
         need = math.ceil(rows * cols * bits_allocated / 8)
@@ -312,7 +312,7 @@ def laterality_view(ds: Any, path: Path) -> tuple[str | None, str, str | None]:
             break
         if not text:
             continue
-        lat_hint, view_hint = _laterality_view_from_name(str(text))
+        lat_hint, view_hint = laterality_view_from_name(str(text))
         if laterality is None and lat_hint is not None:
             laterality, source = lat_hint, hint_source
         if view is None and view_hint is not None:

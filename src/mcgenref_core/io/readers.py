@@ -78,7 +78,7 @@ def read_mammogram(
         mammo = _read_png(path)
     else:
         mammo = _read_pgm(path)
-    _check_shape(path, mammo.pixels.shape)
+    check_shape(path, mammo.pixels.shape)
     if pixel_size_mm is not None:
         mammo.pixel_size_mm = float(pixel_size_mm)
         mammo.pixel_size_source = "user"
@@ -138,7 +138,7 @@ def _looks_like_headerless_dicom(head: bytes) -> bool:
     return len(head) >= 8 and head[:2] == b"\x08\x00" and head[4:6].isalpha()
 
 
-def _check_shape(path: Path, shape: tuple[int, ...]) -> None:
+def check_shape(path: Path, shape: tuple[int, ...]) -> None:
     if len(shape) != 2:
         raise InputError(path, f"is not a 2-D greyscale image (array shape {tuple(shape)})")
     if shape[0] == 0 or shape[1] == 0:
@@ -176,7 +176,7 @@ def _mias_pixel_size(path: Path, shape: tuple[int, int], dtype: np.dtype) -> flo
     return None
 
 
-def _laterality_view_from_name(name: str) -> tuple[str | None, str | None]:
+def laterality_view_from_name(name: str) -> tuple[str | None, str | None]:
     """Laterality and view written in a file name, e.g. ``1_L_CC`` or ``P_00173_LEFT_MLO``."""
     tokens = [t for t in re.split(r"[^A-Za-z]+", name.upper()) if t]
     laterality = next((t[0] for t in tokens if t in {"L", "R", "LEFT", "RIGHT"}), None)
@@ -185,7 +185,7 @@ def _laterality_view_from_name(name: str) -> tuple[str | None, str | None]:
 
 
 def _with_name_hints(mammo: Mammogram) -> Mammogram:
-    lat, view = _laterality_view_from_name(mammo.path.stem)
+    lat, view = laterality_view_from_name(mammo.path.stem)
     if mammo.laterality is None and lat is not None:
         mammo.laterality, mammo.laterality_source = lat, "file name"
     if mammo.view is None and view is not None:
@@ -303,7 +303,7 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
             squeezed = tuple(s for s in shape if s != 1)
             if len(squeezed) != 2:
                 raise InputError(path, f"is a {len(shape)}-D TIFF (shape {shape}); a mammogram must be one 2-D greyscale image")
-            _check_shape(path, squeezed)
+            check_shape(path, squeezed)
             spacing, source = _tiff_pixel_size(page)
             inverted = getattr(page, "photometric", None) is not None and page.photometric.name == "MINISWHITE"
             dtype = np.dtype(series.dtype)
@@ -389,7 +389,7 @@ def _read_zarr(path: Path, lazy: bool | None) -> Mammogram:
     squeezed = tuple(s for s in shape if s != 1)
     if len(squeezed) != 2:
         raise InputError(path, f"zarr array has shape {shape}; a mammogram must be one 2-D greyscale image")
-    _check_shape(path, squeezed)
+    check_shape(path, squeezed)
     dtype = np.dtype(node.dtype)
     if dtype.kind not in "uif":
         raise InputError(path, f"zarr pixel type {dtype} is not supported")
