@@ -80,9 +80,9 @@ def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
 def child(mode: str, image: str, pixel_size: float, device: str) -> dict:
     """Measure in a fresh interpreter; add its peak resident memory."""
     code = (
-        "import json, resource, sys; sys.path.insert(0, %r); import inference as b; "
-        "r = b.measure(%r, %r, %r, %r); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
-        "print(json.dumps(r))" % (str(Path(__file__).parent), mode, image, pixel_size, device)
+        f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import inference as b; "
+        f"r = b.measure({mode!r}, {image!r}, {pixel_size!r}, {device!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        "print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,168 @@
+"""Synthesis speed against training's appetite.
+
+Prints, on this machine:
+
+- how long the backgrounds take to load (mini-MIAS training normals at 0.2 mm; the NYU training
+  negatives at 0.07 mm), without and with the on-disk cache;
+- synthetic patches per second at 128 x 128 and 256 x 256, single-threaded, for both regimes
+  (negatives included at the default share), drawn as training draws them (``gen.batch(16)``,
+  which renders the MCs of the whole batch together) and one by one (``gen.sample``);
+- the rate at which training consumes patches: timed training steps (forward, backward, Adam)
+  of the project's segmentor U-Net (``mcgenref_core.models.unet.UNet(1, 1, 16, 4)``, BCE + soft
+  Dice, batch 16) on all CPU threads, at the same patch sizes;
+- the ratio, which must be at least 20 so training never waits on synthesis.
+
+Both sides are also measured in CPU time (synthesis: patches per CPU second of its one thread;
+training: CPU seconds per step divided by its threads), which is what they would take on idle
+cores: on a shared machine wall-clock rates mostly measure the neighbours. The requirement is
+checked on that basis (conservative for the ratio: training's CPU time includes threads waiting).
+
+Run: ``python benchmarks/synthesis.py [--seconds 8] [--steps 4] [--json OUT]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def time_loading(paths, working, pixel_size=None):
+    from mcgenref_core.synth import BackgroundSampler
+
+    with tempfile.TemporaryDirectory() as cache:
+        t = time.perf_counter()
+        BackgroundSampler(paths, working, pixel_size_mm=pixel_size, cache_dir=cache)
+        cold = time.perf_counter() - t
+        t = time.perf_counter()
+        sampler = BackgroundSampler(paths, working, pixel_size_mm=pixel_size, cache_dir=cache)
+        warm = time.perf_counter() - t
+    return sampler, cold, warm
+
+
+def patches_per_second(sampler, patch, seconds, batch=16):
+    """Pairs per second from ``gen.batch(16, rng)`` (how training draws them) and from
+    one-at-a-time ``gen.sample(rng)``."""
+    from mcgenref_core.synth import SynthesisConfig, SyntheticPairGenerator
+
+    gen = SyntheticPairGenerator(SynthesisConfig(patch_px=patch), sampler)
+    rng = np.random.default_rng(0)
+    gen.batch(batch, rng)  # warm-up (valid-centre tables)
+    rates = []
+    for one_by_one in (False, True):
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - t0 < seconds / 2:
+            if one_by_one:
+                gen.sample(rng)
+                n += 1
+            else:
+                gen.batch(batch, rng)
+                n += batch
+        rates.append((n / (time.perf_counter() - t0), n / (time.process_time() - c0)))
+    return rates
+
+
+def training_rate(patch, steps, batch=16):
+    """Patches per second consumed by training steps of the segmentor U-Net."""
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        from mcgenref_core.models.unet import UNet
+
+        net, name = UNet(in_channels=1, out_channels=1, base_channels=16, depth=4), "mcgenref_core.models.unet.UNet(1, 1, 16, 4)"
+    except ImportError:  # pragma: no cover - the project ships it
+        raise SystemExit("mcgenref_core.models.unet is missing") from None
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(batch, 1, patch, patch)
+    y = (torch.rand(batch, 1, patch, patch) > 0.995).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = net(x)
+        p = torch.sigmoid(logits)
+        dice = 1 - (2 * (p * y).sum() + 1) / (p.sum() + y.sum() + 1)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + dice
+        loss.backward()
+        opt.step()
+
+    step()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        step()
+    per_step = (time.perf_counter() - t0) / steps
+    cpu_per_step = (time.process_time() - c0) / steps / torch.get_num_threads()
+    return batch / per_step, per_step, cpu_per_step, name
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="synthesis speed vs training consumption")
+    ap.add_argument("--seconds", type=float, default=8.0, help="seconds of generation per measurement")
+    ap.add_argument("--steps", type=int, default=4, help="timed training steps per patch size")
+    ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
+    args = ap.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"needs the real backgrounds at {DATA}", file=sys.stderr)
+        return 1
+    from mcgenref_core.synth.splits import digital_normals, mias_normals
+
+    results = {"cpu_count": os.cpu_count(), "regimes": {}, "training": {}}
+    film, cold, warm = time_loading(mias_normals(DATA, "train"), 0.2)
+    results["regimes"]["film"] = {"backgrounds": len(film), "pixel_size_mm": 0.2, "load_s": round(cold, 2),
+                                  "load_cached_s": round(warm, 2)}
+    digital, cold_d, warm_d = time_loading(digital_normals(DATA, "train"), 0.07, pixel_size=0.07)
+    results["regimes"]["digital"] = {"backgrounds": len(digital), "pixel_size_mm": 0.07, "load_s": round(cold_d, 2),
+                                     "load_cached_s": round(warm_d, 2)}
+    print(f"backgrounds: {len(film)} mini-MIAS normals load in {cold:.1f} s ({warm:.1f} s from the cache); "
+          f"{len(digital)} NYU negatives at 0.07 mm in {cold_d:.1f} s ({warm_d:.1f} s cached)")
+    for patch in (128, 256):
+        rate_t, per_step, cpu_step, net = training_rate(patch, args.steps)
+        results["training"][str(patch)] = {
+            "patches_per_s": round(rate_t, 2), "step_s": round(per_step, 3),
+            "cpu_step_s_per_thread": round(cpu_step, 3), "patches_per_s_cpu": round(16 / cpu_step, 2),
+            "batch": 16, "model": net, "threads": os.cpu_count()}
+        for name, sampler in (("film", film), ("digital", digital)):
+            (rate, rate_cpu), (single, single_cpu) = patches_per_second(sampler, patch, args.seconds)
+            r = results["regimes"][name]
+            r[f"patches_per_s_{patch}"] = round(rate, 1)
+            r[f"patches_per_s_{patch}_cpu"] = round(rate_cpu, 1)
+            r[f"patches_per_s_{patch}_one_by_one"] = round(single, 1)
+            r[f"patches_per_s_{patch}_one_by_one_cpu"] = round(single_cpu, 1)
+            r[f"ratio_{patch}"] = round(rate / rate_t, 1)
+            r[f"ratio_{patch}_cpu"] = round(rate_cpu / (16 / cpu_step), 1)
+    print(f"training consumption ({results['training']['128']['model']}, batch 16, BCE + soft Dice, Adam, "
+          f"{os.cpu_count()} threads):")
+    for patch in (128, 256):
+        t = results["training"][str(patch)]
+        print(f"  {patch}x{patch}: {t['step_s']:.2f} s/step = {t['patches_per_s']:.1f} patches/s wall; "
+              f"{t['cpu_step_s_per_thread']:.2f} CPU s per thread = {t['patches_per_s_cpu']:.1f} patches/s on idle cores")
+    print("synthesis (one thread, default SynthesisConfig, 40% negatives), patches/s wall (per CPU second):")
+    print(f"  {'regime':8} {'':12} {'128x128':>14} {'256x256':>14}")
+    for name, r in results["regimes"].items():
+        for label, key in (("gen.batch(16)", ""), ("one by one", "_one_by_one")):
+            a = f"{r[f'patches_per_s_128{key}']:.0f} ({r[f'patches_per_s_128{key}_cpu']:.0f})"
+            b = f"{r[f'patches_per_s_256{key}']:.0f} ({r[f'patches_per_s_256{key}_cpu']:.0f})"
+            print(f"  {name:8} {label:12} {a:>14} {b:>14}")
+    print("synthesis / training consumption, wall (per CPU second, i.e. as on idle cores):")
+    ok = True
+    for name, r in results["regimes"].items():
+        print(f"  {name:8} 128x128: {r['ratio_128']:.0f}x ({r['ratio_128_cpu']:.0f}x)   "
+              f"256x256: {r['ratio_256']:.0f}x ({r['ratio_256_cpu']:.0f}x)")
+        ok &= min(r["ratio_128_cpu"], r["ratio_256_cpu"]) >= 20
+    print("requirement (>= 20x training consumption, CPU-time basis):", "met" if ok else "NOT met")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0 if ok else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
