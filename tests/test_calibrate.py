@@ -32,7 +32,10 @@ def test_choice_is_the_lowest_threshold_meeting_the_target():
     responses = [NormalResponse("a", 50.0, clusters * 3, clusters), NormalResponse("b", 50.0, np.zeros(n, int), np.zeros(n, int))]
     table = false_positive_table(responses)
     assert table[0]["fp_clusters_per_image"] == 5.0
-    chosen = choose_threshold(table, "fp_clusters_per_image", 0.5)
+    chosen = choose_threshold(table, {"fp_clusters_per_image": 0.5})
     assert chosen["met"] and chosen["logit"] == LOGIT_GRID[9]  # 1 cluster over 2 images
-    strict = choose_threshold(table, "fp_components_per_cm2", -1.0)
+    # both limits: 3 components per cluster over 100 cm² -> 0.1/cm² needs 3 clusters or fewer
+    both = choose_threshold(table, {"fp_clusters_per_image": 2.0, "fp_components_per_cm2": 0.1})
+    assert both["met"] and both["logit"] == LOGIT_GRID[7]
+    strict = choose_threshold(table, {"fp_components_per_cm2": -1.0})
     assert not strict["met"] and strict["logit"] == LOGIT_GRID[-1]

@@ -18,18 +18,39 @@ import numpy as np
 
 from .errors import InputError
 
-#: thresholds tried, as logits (p = sigmoid): 0.5 ... 1 - 1.5e-7
-LOGIT_GRID = np.arange(0.0, 16.01, 0.5)
+#: thresholds tried, as logits (p = sigmoid): about 0.018 ... 1 - 1.1e-7
+LOGIT_GRID = np.arange(-4.0, 16.01, 0.5)
 
 
 @dataclass
 class NormalResponse:
-    """Components found on one normal image at the lowest threshold tried."""
+    """False positives on one normal image at every threshold of :data:`LOGIT_GRID`."""
 
     name: str
     breast_cm2: float
-    peak_logit: np.ndarray  # (n,) float, max logit of each component
-    centroid_mm: np.ndarray  # (n, 2) float, component centroids in mm
+    components: np.ndarray  # (len(LOGIT_GRID),) int, MCs found at each threshold
+    clusters: np.ndarray  # (len(LOGIT_GRID),) int, clusters found at each threshold
+
+
+def false_positives_by_threshold(prob: np.ndarray, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray]:
+    """MCs and clusters that ``segment``'s post-processing finds at each grid threshold.
+
+    ``prob`` (H, W) float32 on the input grid; ``config`` an ``InferenceConfig`` (areas and
+    cluster rule). Returns two int arrays of length ``len(LOGIT_GRID)``.
+    """
+    from .postprocess import cluster_mcs, describe_mcs, label_mcs
+
+    comps = np.zeros(len(LOGIT_GRID), np.int64)
+    clusters = np.zeros(len(LOGIT_GRID), np.int64)
+    for i, logit in enumerate(LOGIT_GRID):
+        threshold = float(1.0 / (1.0 + np.exp(-logit)))
+        labels = label_mcs(prob, threshold, config.min_area_mm2, pixel_size_mm, config.max_area_mm2)
+        mcs = describe_mcs(labels, prob, pixel_size_mm)
+        comps[i] = len(mcs)
+        clusters[i] = len(cluster_mcs(mcs, pixel_size_mm, config.cluster_link_mm, config.cluster_min_mcs))
+        if comps[i] == 0:
+            break  # higher thresholds find nothing either
+    return comps, clusters
 
 
 def normal_responses(
@@ -38,9 +59,7 @@ def normal_responses(
     pixel_size_mm: float | None = None,
     device: str = "auto",
 ) -> Generator[int, None, list[NormalResponse]]:
-    """Segment each normal once; yields the count done, returns its components' peak logits."""
-    from scipy import ndimage
-
+    """Segment each normal once; yields the count done, returns its FPs at every threshold."""
     from .io import read_mammogram
     from .segment import InferenceConfig, segment_steps
 
@@ -57,52 +76,37 @@ def normal_responses(
             except StopIteration as stop:
                 result = stop.value
                 break
-        prob = np.clip(result.prob.astype(np.float64), 1e-12, 1 - 1e-12)
-        logit = np.log(prob) - np.log1p(-prob)
-        labels, n = ndimage.label(prob >= 0.5, structure=np.ones((3, 3), bool))
-        if n:
-            ids = np.arange(1, n + 1)
-            peaks = np.asarray(ndimage.maximum(logit, labels, ids))
-            cents = np.asarray(ndimage.center_of_mass(np.ones_like(prob), labels, ids)) * mammo.pixel_size_mm
-        else:
-            peaks, cents = np.zeros(0), np.zeros((0, 2))
+        comps, clusters = false_positives_by_threshold(result.prob, mammo.pixel_size_mm, config)
         area = float(result.breast.sum()) * mammo.pixel_size_mm**2 / 100.0
-        responses.append(NormalResponse(mammo.stem, area, peaks, cents))
+        responses.append(NormalResponse(mammo.stem, area, comps, clusters))
         yield i + 1
     return responses
 
 
-def false_positive_table(responses: list[NormalResponse], link_mm: float = 5.0, min_mcs: int = 3) -> list[dict[str, float]]:
+def false_positive_table(responses: list[NormalResponse]) -> list[dict[str, float]]:
     """For each logit on :data:`LOGIT_GRID`: FP components per cm² and FP clusters per image."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
     total_cm2 = sum(r.breast_cm2 for r in responses)
-    rows = []
-    for t in LOGIT_GRID:
-        comps = clusters = 0
-        for r in responses:
-            keep = r.peak_logit >= t
-            comps += int(keep.sum())
-            pts = r.centroid_mm[keep]
-            if len(pts) >= min_mcs:
-                groups = fcluster(linkage(pts, method="single"), t=link_mm, criterion="distance")
-                clusters += int((np.bincount(groups) >= min_mcs).sum())
-        rows.append({
+    comps = np.sum([r.components for r in responses], axis=0)
+    clusters = np.sum([r.clusters for r in responses], axis=0)
+    return [
+        {
             "logit": float(t),
             "threshold": float(1 / (1 + np.exp(-t))),
-            "fp_components_per_cm2": comps / max(total_cm2, 1e-9),
-            "fp_clusters_per_image": clusters / max(len(responses), 1),
-        })
-    return rows
+            "fp_components_per_cm2": float(c) / max(total_cm2, 1e-9),
+            "fp_clusters_per_image": float(k) / max(len(responses), 1),
+        }
+        for t, c, k in zip(LOGIT_GRID, comps, clusters)
+    ]
 
 
-def choose_threshold(table: list[dict[str, float]], criterion: str, target: float) -> dict[str, float]:
-    """The first (lowest) row of ``table`` whose ``criterion`` is at most ``target``.
+def choose_threshold(table: list[dict[str, float]], limits: dict[str, float]) -> dict[str, float]:
+    """The first (lowest) row of ``table`` meeting every limit in ``limits``.
 
-    ``criterion`` is ``"fp_clusters_per_image"`` or ``"fp_components_per_cm2"``. When no row
-    meets the target, the highest threshold is returned (and says so in ``met``).
+    ``limits`` maps ``"fp_clusters_per_image"`` and/or ``"fp_components_per_cm2"`` to their
+    largest allowed value. When no row meets them, the highest threshold is returned (and
+    ``met`` says so).
     """
     for row in table:
-        if row[criterion] <= target:
-            return {**row, "criterion": criterion, "target": target, "met": True}
-    return {**table[-1], "criterion": criterion, "target": target, "met": False}
+        if all(row[key] <= limit for key, limit in limits.items()):
+            return {**row, "limits": dict(limits), "met": True}
+    return {**table[-1], "limits": dict(limits), "met": False}

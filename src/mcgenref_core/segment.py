@@ -132,7 +132,9 @@ def segment_steps(
         timings["refine_s"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    prob_w = 1.0 / (1.0 + np.exp(-logits_w.astype(np.float32)))
+    from scipy.special import expit
+
+    prob_w = expit(logits_w.astype(np.float32))
     prob = resample(prob_w, image.shape, order=1) if prob_w.shape != image.shape else prob_w
     prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
     prob[~breast] = 0.0

@@ -66,29 +66,16 @@ class TrainConfig(StepConfig):
     calibration_target: float | None = field(default=None, metadata={"help": "allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)"})
 
     @property
-    def calibration_criterion(self) -> str:
-        """What calibration counts: FP clusters per image (film) or FP components per cm² (digital)."""
-        return "fp_clusters_per_image" if self.regime == "film" else "fp_components_per_cm2"
+    def calibration_limits(self) -> dict[str, float]:
+        """False positives allowed on the validation normals at the chosen threshold.
 
-    @property
-    def calibration_limit(self) -> float:
-        """The target of :attr:`calibration_criterion`."""
-        if self.calibration_target is not None:
-            return float(self.calibration_target)
-        return 0.5 if self.regime == "film" else 1.0
-
-    def validate(self) -> None:
-        if self.regime not in REGIME_PIXEL_SIZE_MM:
-            raise InputError("--regime", f"regime must be film or digital, got {self.regime!r}")
-        if self.patch_px % 8 or self.patch_px < 32:
-            raise InputError("--patch-px", f"patch must be a multiple of 8 and at least 32, got {self.patch_px}")
-        for name in ("steps", "batch_size", "val_every", "checkpoint_every", "hard_negative_every", "base_channels", "depth"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')}", "must be at least 1")
-        if not 0 <= self.hard_negative_fraction < 1:
-            raise InputError("--hard-negative-fraction", "must be in [0, 1)")
-        if self.lr <= 0:
-            raise InputError("--lr", "learning rate must be positive")
+        Film: at most ``calibration_target`` (default 0.5) false clusters per image. Digital:
+        at most ``calibration_target`` (default 1.0) false components per cm² of breast and
+        at most 0.5 false clusters per image.
+        """
+        if self.regime == "film":
+            return {"fp_clusters_per_image": 0.5 if self.calibration_target is None else float(self.calibration_target)}
+        return {"fp_components_per_cm2": 1.0 if self.calibration_target is None else float(self.calibration_target), "fp_clusters_per_image": 0.5}
 
     @property
     def pixel_size_mm(self) -> float:
@@ -333,7 +320,7 @@ def train_segmentor_steps(
                 break
             yield TrainEvent("calibrate", done, len(val_files), {})
         table = false_positive_table(responses)
-        chosen = choose_threshold(table, train.calibration_criterion, train.calibration_limit)
+        chosen = choose_threshold(table, train.calibration_limits)
         metadata["operating_threshold"] = chosen["threshold"]
         metadata["calibration"] = {"normals": [r.name for r in responses], "chosen": chosen, "table": table}
         _append_log(log_path, {"kind": "calibration", **chosen})

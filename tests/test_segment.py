@@ -1,0 +1,148 @@
+"""Full-field segmentation with the bundled weights: shapes, blanks, known MCs, CLI outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from mcgenref_core.cli import main
+from mcgenref_core.errors import InputError
+from mcgenref_core.io import Mammogram, read_mammogram
+from mcgenref_core.models.weights import default_weights_name, registry, resolve_weights
+from mcgenref_core.samples import sample_path
+from mcgenref_core.segment import InferenceConfig, segment
+
+
+@pytest.fixture(scope="module")
+def film_weights():
+    return resolve_weights(None, "segmentor", 0.2)
+
+
+def test_bundled_registry_has_a_default_per_regime():
+    reg = registry()
+    film = default_weights_name("segmentor", 0.2)
+    digital = default_weights_name("segmentor", 0.07)
+    assert film and digital and film != digital
+    assert reg[film]["working_pixel_size_mm"] == pytest.approx(0.2)
+    assert reg[digital]["working_pixel_size_mm"] == pytest.approx(0.07)
+    for name in (film, digital):  # the registry hash is checked on load
+        w = resolve_weights(name)
+        assert w.sha256 == reg[name]["sha256"]
+        chosen = w.metadata["calibration"]["chosen"]
+        assert chosen["met"] and w.metadata["operating_threshold"] == chosen["threshold"] == reg[name]["operating_threshold"]
+        assert 0.0 < chosen["threshold"] < 1.0 and chosen["fp_clusters_per_image"] <= 0.5
+        assert "hardware" in w.metadata["training"] and w.metadata["training"]["train_seconds"] > 0
+
+
+def test_odd_sized_input_keeps_shape_and_dtype(film_weights):
+    pixels = read_mammogram(sample_path("mdb209")).pixels[13:1012, 101:878]
+    mammo = Mammogram(pixels=pixels, pixel_size_mm=0.2, path=sample_path("mdb209"), file_format="pgm")
+    result = segment(mammo, InferenceConfig(device="cpu"), weights=film_weights)
+    assert result.labels.shape == pixels.shape == result.prob.shape
+    assert result.labels.dtype == np.uint16 and result.prob.dtype == np.float32
+    assert result.prob.min() >= 0.0 and result.prob.max() <= 1.0
+    # one id per MC, ids consecutive
+    ids = np.unique(result.labels)
+    assert list(ids) == list(range(len(ids)))
+    assert len(result.record["mcs"]) == len(ids) - 1
+
+
+def test_resampled_input_returns_to_its_own_grid(film_weights):
+    pixels = read_mammogram(sample_path("mdb209")).pixels
+    mammo = Mammogram(pixels=pixels, pixel_size_mm=0.15, path=sample_path("mdb209"), file_format="pgm")
+    result = segment(mammo, InferenceConfig(device="cpu"), weights=film_weights)
+    assert result.labels.shape == (1024, 1024)
+
+
+def test_blank_image_gives_no_detections(film_weights):
+    mammo = Mammogram(pixels=np.zeros((700, 500), np.uint16), pixel_size_mm=0.2, path=sample_path(), file_format="png")
+    result = segment(mammo, InferenceConfig(device="cpu"), weights=film_weights)
+    assert result.labels.max() == 0 and result.record["mcs"] == [] and result.prob.max() == 0
+
+
+def test_unknown_pixel_size_is_refused_clearly(film_weights, tmp_path):
+    mammo = Mammogram(pixels=np.zeros((64, 64), np.uint8), pixel_size_mm=None, path=tmp_path / "x.png", file_format="png")
+    with pytest.raises(InputError, match="pixel size unknown"):
+        segment(mammo, weights=film_weights)
+
+
+def test_cli_segment_writes_the_contract_outputs(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(sample_path("mdb209")), "--out", str(out), "--device", "cpu", "--quiet"])
+    assert code == 0
+    labels = tifffile.imread(out / "mdb209.labels.tif")
+    prob = tifffile.imread(out / "mdb209.prob.tif")
+    assert labels.shape == prob.shape == (1024, 1024)
+    assert labels.dtype == np.uint16 and prob.dtype == np.float32
+    record = json.loads((out / "mdb209.json").read_text())
+    assert record["weights"]["sha256"] and record["run"]["device_used"] == "cpu"
+    assert len(record["mcs"]) == int(labels.max())
+    for mc in record["mcs"]:
+        r, c = (int(round(v)) for v in mc["centroid_rc"])
+        assert labels[max(r - 3, 0) : r + 4, max(c - 3, 0) : c + 4].max() > 0
+    rows = (out / "mdb209.mcs.csv").read_text().strip().splitlines()
+    assert rows[0] == "id,row,col,area_mm2,score,cluster" and len(rows) == len(record["mcs"]) + 1
+    # the saved record repeats the run through --config
+    code = main(["segment", str(sample_path("mdb209")), "--out", str(tmp_path / "again"), "--config", str(out / "mdb209.json"), "--quiet"])
+    assert code == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "again" / "mdb209.labels.tif"), labels)
+
+
+def test_cli_segment_zarr_format_and_same_stem_refused(tmp_path, capsys):
+    import zarr
+
+    out = tmp_path / "z"
+    assert main(["segment", str(sample_path("mdb008")), "--out", str(out), "--format", "zarr", "--device", "cpu", "--quiet"]) == 0
+    group = zarr.open_group(str(out / "mdb008.zarr"), mode="r")
+    assert group["labels"].shape == (1024, 1024) and group["prob"].dtype == np.float32
+    assert "mcs" in group.attrs
+    copy = tmp_path / "other" / "mdb008.pgm"
+    copy.parent.mkdir()
+    copy.write_bytes(sample_path("mdb008").read_bytes())
+    code = main(["segment", str(sample_path("mdb008")), str(copy), "--out", str(out)])
+    assert code == 2 and "same stem" in capsys.readouterr().err
+
+
+def test_corrupt_weights_fail_with_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    code = main(["segment", str(sample_path("mdb008")), "--out", str(tmp_path / "o"), "--weights", str(bad)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(bad) in err[0]
+
+
+def test_a_synthetic_cluster_in_a_real_normal_is_found(film_weights):
+    """MCs inserted by the synthesis model into the bundled normal mdb008 are detected."""
+    from mcgenref_core.breast import breast_mask
+    from mcgenref_core.intensity import robust_normalize
+    from mcgenref_core.metrics import match_mcs
+    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+
+    mammo = read_mammogram(sample_path("mdb008"))
+    pixels = mammo.to_numpy()
+    breast = breast_mask(pixels, 0.2)
+    norm = robust_normalize(pixels, breast)
+    rows, cols = np.nonzero(breast)
+    r0, c0 = int(np.median(rows)) - 64, int(np.median(cols)) - 64
+    assert breast[r0 : r0 + 128, c0 : c0 + 128].all()
+    # clearly visible specks (0.3-1 mm, 20-40 noise sigmas): a film model must find these
+    config = SynthesisConfig(patch_px=128, working_pixel_size_mm=0.2, contrast_snr=(20.0, 40.0), clusters_weights=(1.0, 0.0, 0.0),
+                             isolated_max=0, morphology_mix=(0.5, 0.0, 0.0, 0.0, 0.5), punctate_diameter_mm=(0.3, 0.5),
+                             cluster_extent_mm=(4.0, 8.0))
+    gen = SyntheticPairGenerator(config, BackgroundSampler([sample_path("mdb008")], 0.2, cache_dir=None))
+    pair = gen.insert(np.random.default_rng(1), norm[r0 : r0 + 128, c0 : c0 + 128].copy())
+    assert pair.mask.max() >= 3
+    case = norm.copy()
+    case[r0 : r0 + 128, c0 : c0 + 128] = pair.image
+    truth = np.zeros(case.shape, np.uint16)
+    truth[r0 : r0 + 128, c0 : c0 + 128] = pair.mask
+    result = segment(Mammogram(pixels=case, pixel_size_mm=0.2, path=sample_path("mdb008"), file_format="pgm"),
+                     InferenceConfig(device="cpu"), weights=film_weights)
+    match = match_mcs(result.labels, truth, 0.2)
+    assert match["tp"] >= 0.8 * match["n_true"], match
+    centre = (r0 + 64, c0 + 64)
+    near = [abs(c["centroid_rc"][0] - centre[0]) < 64 and abs(c["centroid_rc"][1] - centre[1]) < 64 for c in result.record["clusters"]]
+    assert near == [True]  # the inserted cluster, and no false cluster elsewhere in the breast
