@@ -160,7 +160,8 @@ def augment_texture(images: np.ndarray, rng: np.random.Generator, train: TrainCo
 
 # --- training ---------------------------------------------------------------------------------
 
-def build_generator(train: TrainConfig, synth, data_dir: str | os.PathLike, backgrounds: list[str] | None, split: str, pixel_size_mm: float | None):
+def build_generator(train: TrainConfig, synth, data_dir: str | os.PathLike, backgrounds: list[str] | None, split: str,
+                    pixel_size_mm: float | None, cache_dir: str | os.PathLike | None = "auto"):
     """A ``SyntheticPairGenerator`` over the backgrounds of ``split`` at the working pixel size."""
     from .synth.backgrounds import BackgroundSampler
     from .synth.generator import SyntheticPairGenerator
@@ -176,7 +177,7 @@ def build_generator(train: TrainConfig, synth, data_dir: str | os.PathLike, back
             raise InputError(data_dir, f"no {train.regime} {split} backgrounds found (see the data README)")
     if pixel_size_mm is None and train.regime == "digital":
         pixel_size_mm = REGIME_PIXEL_SIZE_MM["digital"]
-    sampler = BackgroundSampler(files, working_pixel_size_mm=train.pixel_size_mm, pixel_size_mm=pixel_size_mm)
+    sampler = BackgroundSampler(files, working_pixel_size_mm=train.pixel_size_mm, pixel_size_mm=pixel_size_mm, cache_dir=cache_dir)
     cfg = synth.replace(patch_px=train.patch_px, working_pixel_size_mm=train.pixel_size_mm)
     return SyntheticPairGenerator(cfg, sampler), [str(f) for f in files]
 
@@ -191,6 +192,7 @@ def train_segmentor_steps(
     pixel_size_mm: float | None = None,
     resume: bool = False,
     command: str | None = None,
+    cache_dir: str | os.PathLike | None = "auto",
 ) -> Generator[TrainEvent, None, Path]:
     """Train a segmentor; yields :class:`TrainEvent`, returns the weights path ``out``.
 
@@ -214,8 +216,8 @@ def train_segmentor_steps(
     amp = autocast_dtype(device, train.precision)
     started = time.time()
 
-    gen_train, train_files = build_generator(train, synth, data_dir, backgrounds, "train", pixel_size_mm)
-    gen_val, val_files = build_generator(train, synth, data_dir, val_backgrounds, "val", pixel_size_mm)
+    gen_train, train_files = build_generator(train, synth, data_dir, backgrounds, "train", pixel_size_mm, cache_dir)
+    gen_val, val_files = build_generator(train, synth, data_dir, val_backgrounds, "val", pixel_size_mm, cache_dir)
     overlap = set(train_files) & set(val_files)
     if overlap:
         raise InputError(sorted(overlap)[0], "is both a training and a validation background")
@@ -273,6 +275,9 @@ def train_segmentor_steps(
         step += 1
         values = {"loss": round(float(loss.item()), 5), "lr": round(lr_at(step - 1), 7)}
         _append_log(log_path, {"kind": "step", "step": step, **values})
+        if step % train.checkpoint_every == 0 or step == train.steps:
+            # before any yield, so a run cancelled at this step keeps it
+            _save_checkpoint(ckpt_path, model, optimiser, step, rng, hard_negatives, train, elapsed_before + time.time() - started)
         yield TrainEvent("step", step, train.steps, values)
 
         if step % train.val_every == 0 or step == train.steps:
@@ -281,8 +286,6 @@ def train_segmentor_steps(
             _append_log(log_path, {"kind": "val", "step": step, **val})
             best_val = val
             yield TrainEvent("val", step, train.steps, val)
-        if step % train.checkpoint_every == 0 or step == train.steps:
-            _save_checkpoint(ckpt_path, model, optimiser, step, rng, hard_negatives, train, elapsed_before + time.time() - started)
 
     from .models.weights import save_weights
 

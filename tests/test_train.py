@@ -1,0 +1,84 @@
+"""Segmentor training: it learns, it is deterministic, and resume continues bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mcgenref_core.errors import InputError
+from mcgenref_core.models.weights import load_weights
+from mcgenref_core.synth import SynthesisConfig
+from mcgenref_core.train import TrainConfig, train_segmentor, train_segmentor_steps
+
+from .conftest import MIAS_DIR, needs_shared_data
+
+TINY = dict(steps=6, batch_size=4, patch_px=32, base_channels=4, depth=2, warmup_steps=2, val_every=3,
+            val_patches=4, checkpoint_every=3, hard_negative_every=3, hard_negative_pool=8, hard_negative_keep=4,
+            calibrate=False, device="cpu", precision="fp32", threads=1)
+
+
+def _steps(out, resume=False, **changes):
+    train = TrainConfig(**{**TINY, **changes})
+    return train_segmentor_steps(out, train, SynthesisConfig(), backgrounds=[str(MIAS_DIR / "mdb003.pgm")],
+                                 val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")], resume=resume, cache_dir=None)
+
+
+def _run(out, resume=False, **changes):
+    gen = _steps(out, resume, **changes)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+@needs_shared_data
+def test_same_seed_same_weights_and_resume_is_exact(tmp_path):
+    a = load_weights(_run(tmp_path / "a.safetensors"))
+    b = load_weights(_run(tmp_path / "b.safetensors"))
+    for key in a.state_dict:
+        assert torch.equal(a.state_dict[key], b.state_dict[key]), key
+    # cancel the same run after its 3rd step (a whole checkpoint is on disk), then resume
+    gen = _steps(tmp_path / "c.safetensors")
+    for event in gen:
+        if event.kind == "step" and event.step == 3:
+            gen.close()
+            break
+    assert not (tmp_path / "c.safetensors").exists()
+    c = load_weights(_run(tmp_path / "c.safetensors", resume=True))
+    for key in a.state_dict:
+        assert torch.equal(a.state_dict[key], c.state_dict[key]), key
+    meta = a.metadata
+    assert meta["working_pixel_size_mm"] == 0.2 and meta["kind"] == "segmentor"
+    assert meta["training"]["train_backgrounds"] == ["mdb003.pgm"] and meta["training"]["val_backgrounds"] == ["mdb007.pgm"]
+    log = [json.loads(line) for line in (tmp_path / "a.safetensors.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "step"] == list(range(1, 7))
+    assert [r["step"] for r in log if r["kind"] == "val"] == [3, 6]
+
+
+@needs_shared_data
+def test_progress_events_and_a_changed_config_refuses_to_resume(tmp_path):
+    train = TrainConfig(**TINY)
+    gen = train_segmentor_steps(tmp_path / "w.safetensors", train, SynthesisConfig(), backgrounds=[str(MIAS_DIR / "mdb003.pgm")],
+                                val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")], cache_dir=None)
+    kinds = []
+    for event in gen:
+        kinds.append(event.kind)
+        if len(kinds) == 4:
+            gen.close()  # cancel: the checkpoint at step 3 stays whole
+            break
+    assert kinds[:3] == ["step", "step", "step"] and "val" in kinds
+    assert (tmp_path / "w.safetensors.ckpt.safetensors").exists() and not (tmp_path / "w.safetensors").exists()
+    with pytest.raises(InputError, match="other settings"):
+        train_segmentor(tmp_path / "w.safetensors", TrainConfig(**{**TINY, "lr": 1e-2}), SynthesisConfig(),
+                        backgrounds=[str(MIAS_DIR / "mdb003.pgm")], val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")],
+                        resume=True, cache_dir=None)
+
+
+@needs_shared_data
+def test_a_background_in_both_splits_is_refused(tmp_path):
+    with pytest.raises(InputError, match="both a training and a validation"):
+        train_segmentor(tmp_path / "x.safetensors", TrainConfig(**TINY), SynthesisConfig(),
+                        backgrounds=[str(MIAS_DIR / "mdb003.pgm")], val_backgrounds=[str(MIAS_DIR / "mdb003.pgm")], cache_dir=None)
