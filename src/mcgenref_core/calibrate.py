@@ -62,6 +62,7 @@ def normal_responses(
     """Segment each normal once; yields the count done, returns its FPs at every threshold."""
     from .io import read_mammogram
     from .segment import InferenceConfig, segment_steps
+    from .steps import run_to_end
 
     config = InferenceConfig(device=device, threshold=0.5)
     responses = []
@@ -69,13 +70,7 @@ def normal_responses(
         mammo = read_mammogram(path, pixel_size_mm=pixel_size_mm)
         if mammo.pixel_size_mm is None:
             raise InputError(path, "pixel size unknown; give --pixel-size")
-        gen = segment_steps(mammo, config, weights=weights)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
+        result = run_to_end(segment_steps(mammo, config, weights=weights))
         comps, clusters = false_positives_by_threshold(result.prob, mammo.pixel_size_mm, config)
         area = float(result.breast.sum()) * mammo.pixel_size_mm**2 / 100.0
         responses.append(NormalResponse(mammo.stem, area, comps, clusters))

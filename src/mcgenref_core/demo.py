@@ -36,6 +36,7 @@ def run_demo(
     annotated cluster circle (green). Returns the written paths by kind.
     """
     from .segment import InferenceConfig, segment_steps
+    from .steps import run_to_end
 
     out = Path(out_dir)
     mammo = read_mammogram(sample_path(DEMO_SAMPLE))
@@ -44,15 +45,7 @@ def run_demo(
         from .refine import RefineConfig
 
         refine_config = RefineConfig()
-    steps = segment_steps(mammo, InferenceConfig(), refine_config=refine_config)
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as stop:
-            result = stop.value
-            break
-        if on_progress is not None:
-            on_progress(event)
+    result = run_to_end(segment_steps(mammo, InferenceConfig(), refine_config=refine_config), on_progress)
     circles = mias_circles(sample_annotations(), mammo.stem, rows=mammo.shape[0])
     result.record["annotated_clusters_rc_radius_px"] = circles
     paths = write_segmentation(out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm)

@@ -301,9 +301,6 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
 
 def refine(*args, **kwargs) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`refine_steps` run to the end."""
-    gen = refine_steps(*args, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .steps import run_to_end
+
+    return run_to_end(refine_steps(*args, **kwargs))

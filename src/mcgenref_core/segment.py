@@ -180,12 +180,9 @@ def _empty_result(mammo, image, breast, config, weights, device, seconds) -> Seg
 
 def segment(mammo: Mammogram, config: InferenceConfig | None = None, weights=None, refine_config=None) -> SegmentationResult:
     """:func:`segment_steps` run to the end."""
-    gen = segment_steps(mammo, config, weights, refine_config)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .steps import run_to_end
+
+    return run_to_end(segment_steps(mammo, config, weights, refine_config))
 
 
 def _relay(gen, stage: str):

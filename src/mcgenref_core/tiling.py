@@ -146,9 +146,6 @@ def iter_tiled_logits(
 
 def run_tiled(*args, **kwargs) -> np.ndarray:
     """:func:`iter_tiled_logits` run to the end; returns the logits."""
-    gen = iter_tiled_logits(*args, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .steps import run_to_end
+
+    return run_to_end(iter_tiled_logits(*args, **kwargs))

@@ -334,12 +334,9 @@ def train_segmentor_steps(
 
 def train_segmentor(*args, **kwargs) -> Path:
     """:func:`train_segmentor_steps` run to the end; returns the weights path."""
-    gen = train_segmentor_steps(*args, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .steps import run_to_end
+
+    return run_to_end(train_segmentor_steps(*args, **kwargs))
 
 
 def _predict_prob(model, images: np.ndarray, device: str, amp, batch: int = 32) -> np.ndarray:

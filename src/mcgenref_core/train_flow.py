@@ -276,12 +276,9 @@ def train_flow_steps(
 
 def train_flow(*args, **kwargs) -> Path:
     """:func:`train_flow_steps` run to the end; returns the weights path."""
-    gen = train_flow_steps(*args, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    from .steps import run_to_end
+
+    return run_to_end(train_flow_steps(*args, **kwargs))
 
 
 def validate_flow(model, val_batch, near_mc, device: str, amp) -> dict[str, float]:

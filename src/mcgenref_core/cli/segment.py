@@ -81,26 +81,26 @@ def read_stem(image: str) -> str:
 
 def _drive(steps, desc: str, quiet: bool):
     """Run a Progress generator with a tqdm bar per stage; return its value."""
-    bar = None
-    stage = None
-    try:
-        while True:
-            try:
-                p = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            if quiet:
-                continue
-            if p.stage != stage:
-                if bar is not None:
-                    bar.close()
-                from tqdm import tqdm
+    from ..steps import run_to_end
 
-                stage = p.stage
-                bar = tqdm(total=p.total, desc=f"{desc}: {stage}", file=sys.stderr, dynamic_ncols=True, leave=False)
-            bar.total = p.total
-            bar.n = p.done
-            bar.refresh()
+    if quiet:
+        return run_to_end(steps)
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def show(p) -> None:
+        if p.stage not in bars:
+            for old in bars.values():
+                old.close()
+            bars[p.stage] = tqdm(total=p.total, desc=f"{desc}: {p.stage}", file=sys.stderr, dynamic_ncols=True, leave=False)
+        bar = bars[p.stage]
+        bar.total = p.total
+        bar.n = p.done
+        bar.refresh()
+
+    try:
+        return run_to_end(steps, show)
     finally:
-        if bar is not None:
+        for bar in bars.values():
             bar.close()

@@ -57,28 +57,28 @@ def run(args: argparse.Namespace) -> int:
         args.out, train, synth, data_dir=args.data_dir, backgrounds=args.backgrounds,
         val_backgrounds=args.val_backgrounds, pixel_size_mm=args.pixel_size, resume=args.resume, command=command,
     )
+    from ..steps import run_to_end
+
     bar = None
     if not args.quiet:
         from tqdm import tqdm
 
         bar = tqdm(total=train.steps, desc=f"train {args.model}", file=sys.stderr, dynamic_ncols=True)
-    try:
-        while True:
-            try:
-                event = next(steps)
-            except StopIteration as stop:
-                path = stop.value
-                break
-            line = f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items())
-            if bar is not None:
-                if event.kind == "step":
-                    bar.n = event.step
-                    bar.set_postfix(loss=event.values["loss"], refresh=False)
-                    bar.refresh()
-                else:
-                    bar.write(line)
-            elif event.kind in ("val", "calibrated"):
+
+    def show(event) -> None:
+        line = f"{event.kind} {event.step}/{event.total}: " + ", ".join(f"{k}={v}" for k, v in event.values.items())
+        if bar is None:
+            if event.kind in ("val", "calibrated"):
                 print(line, file=sys.stderr)
+        elif event.kind == "step":
+            bar.n = event.step
+            bar.set_postfix(loss=event.values["loss"], refresh=False)
+            bar.refresh()
+        else:
+            bar.write(line)
+
+    try:
+        path = run_to_end(steps, show)
     finally:
         if bar is not None:
             bar.close()
