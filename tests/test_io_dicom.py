@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
 import time
 import tracemalloc
-import types
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ from pydicom.uid import (
     generate_uid,
 )
 
-import mcgenref_core
 from mcgenref_core.errors import InputError
 from mcgenref_core.io import read_mammogram
 from mcgenref_core.io.dicom import invert_stored, read_dicom
@@ -303,27 +300,7 @@ def test_huge_claimed_size_is_refused_before_decoding(tmp_path: Path) -> None:
     assert peak < 50 * 2**20  # 60000x60000 uint16 would be 7.2 GB
 
 
-@pytest.fixture
-def breast_module(monkeypatch: pytest.MonkeyPatch):
-    """Let ``mcgenref info`` import even while ``mcgenref_core.breast`` is still being written.
-
-    Bad input fails before the breast mask is computed, so a stub is enough; the stubbed copy
-    of ``mcgenref_core.describe`` is dropped afterwards so no other test sees it.
-    """
-    if importlib.util.find_spec("mcgenref_core.breast") is not None:
-        yield
-        return
-    stub = types.ModuleType("mcgenref_core.breast")
-    stub.breast_mask = lambda pixels, pixel_size_mm=None: np.ones(np.shape(pixels), bool)
-    stub.detect_laterality = lambda mask: "L"
-    monkeypatch.setitem(sys.modules, "mcgenref_core.breast", stub)
-    yield
-    sys.modules.pop("mcgenref_core.describe", None)
-    if hasattr(mcgenref_core, "describe"):
-        delattr(mcgenref_core, "describe")
-
-
-def test_cli_info_bad_dicom_is_one_line_error(tmp_path: Path, capsys, breast_module) -> None:
+def test_cli_info_bad_dicom_is_one_line_error(tmp_path: Path, capsys) -> None:
     from mcgenref_core.cli import main
 
     path = _random_bytes(tmp_path)
