@@ -147,7 +147,8 @@ def resolve_weights(spec: str | os.PathLike | None, kind: str = "segmentor", pix
     if spec is None:
         name = default_weights_name(kind, pixel_size_mm)
         if name is None:
-            raise InputError("--weights", f"no bundled {kind} weights in this installation; pass --weights FILE")
+            option = "--flow-weights" if kind == "flow" else "--weights"
+            raise InputError(option, f"no bundled {kind} weights in this installation; pass {option} FILE")
         spec = name
     if isinstance(spec, str) and spec in reg:
         entry = reg[spec]
