@@ -67,3 +67,14 @@ def write_dicom(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks: one torch thread is fastest, and fair to a CPU busy with other work."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -31,14 +31,7 @@ from mcgenref_core.train_flow import (
     train_flow_steps,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread is fastest, and fair to a CPU busy with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class StraightToTarget(nn.Module):

@@ -28,14 +28,7 @@ from mcgenref_core.refine_ops import (
 )
 from mcgenref_core.segment import Progress
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one torch thread is fastest, and fair to a CPU busy with other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FLOW_KWARGS = {"in_channels": 2, "base_channels": 4, "depth": 2, "time_dim": 8}
