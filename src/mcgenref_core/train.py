@@ -112,6 +112,14 @@ def segmentation_loss(logits, target, pos_weight: float = 3.0, dice_weight: floa
     return bce + dice_weight * dice
 
 
+def cosine_lr(step: int, steps: int, warmup: int, peak: float) -> float:
+    """Learning rate at ``step`` (0-based): linear warm-up over ``warmup`` steps, cosine to 0."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return float(peak * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
+
+
 def patch_scores(prob: np.ndarray, masks: np.ndarray, pixel_size_mm: float, threshold: float = 0.5) -> dict[str, float]:
     """Pooled pixel Dice/recall/precision and MC-level sensitivity / FPs per cm² on patches.
 
@@ -237,15 +245,12 @@ def train_segmentor_steps(
         log_path.unlink()
 
     def lr_at(s: int) -> float:
-        if s < train.warmup_steps:
-            return train.lr * (s + 1) / train.warmup_steps
-        progress = (s - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
-        return train.lr * 0.5 * (1 + np.cos(np.pi * min(1.0, progress)))
+        return cosine_lr(s, train.steps, train.warmup_steps, train.lr)
 
     n_hard = int(round(train.batch_size * train.hard_negative_fraction))
     best_val: dict[str, float] = {}
     while step < train.steps:
-        if n_hard and step % train.hard_negative_every == 0 and step > 0 or (n_hard and hard_negatives.shape[0] == 0 and step >= train.hard_negative_every):
+        if n_hard and step >= train.hard_negative_every and (step % train.hard_negative_every == 0 or hard_negatives.shape[0] == 0):
             hard_negatives = _mine_hard_negatives(model, gen_train, rng, train, device, amp)
             model.train()
         k_hard = min(n_hard, hard_negatives.shape[0])

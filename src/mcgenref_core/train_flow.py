@@ -31,6 +31,7 @@ from .train import (
     _load_checkpoint,
     _save_checkpoint,
     build_generator,
+    cosine_lr,
 )
 
 
@@ -99,14 +100,6 @@ class FlowTrainConfig(StepConfig):
     def architecture(self) -> dict:
         """The ``{"name", "kwargs"}`` of the FlowUNet this config trains."""
         return {"name": "FlowUNet", "kwargs": {"in_channels": self.in_channels, "base_channels": self.base_channels, "depth": self.depth, "time_dim": self.time_dim}}
-
-
-def cosine_lr(step: int, steps: int, warmup: int, peak: float) -> float:
-    """Learning rate at ``step`` (0-based): linear warm-up over ``warmup`` steps, cosine to 0."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return float(peak * 0.5 * (1 + np.cos(np.pi * min(1.0, progress))))
 
 
 def seed_batch(masks: np.ndarray, sigma_px: float) -> np.ndarray:
