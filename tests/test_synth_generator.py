@@ -111,13 +111,22 @@ def test_same_seed_same_bytes_different_seed_differs(sampler):
     assert s1 == s2
     odd = next(stream_pairs(gen.config, sampler, seed=3, start=1, step=2))
     assert odd.image.tobytes() == s2[1]
-    # a batch renders its MCs together but equals the same pairs drawn one by one
-    rng = np.random.default_rng(9)
-    one_by_one = [gen.sample(rng) for _ in range(8)]
-    together = gen.batch_pairs(8, np.random.default_rng(9))
-    for x, y in zip(one_by_one, together):
+    # a batch draws its MCs together: reproducible, one pair at a time is a batch of one, and
+    # the stacked arrays are the pairs' own
+    one = gen.sample(np.random.default_rng(9))
+    first = gen.batch_pairs(1, np.random.default_rng(9))[0]
+    assert one.image.tobytes() == first.image.tobytes() and one.mask.tobytes() == first.mask.tobytes()
+    pairs = gen.batch_pairs(8, np.random.default_rng(9))
+    again = gen.batch_pairs(8, np.random.default_rng(9))
+    for x, y in zip(pairs, again):
         assert x.image.tobytes() == y.image.tobytes() and x.mask.tobytes() == y.mask.tobytes()
         assert x.info["negative"] == y.info["negative"]
+        assert x.info["negative"] == (not x.mask.any())
+        ids, _ = mc_centres(x.mask)
+        assert np.array_equal(ids, x.info["mcs"]["id"].astype(int))
+    images, masks = gen.batch(8, np.random.default_rng(9))
+    assert np.array_equal(images, np.stack([q.image for q in pairs]))
+    assert np.array_equal(masks, np.stack([q.mask for q in pairs]))
 
 
 def test_every_morphology_and_layout_at_its_configured_rate(sampler):

@@ -308,7 +308,25 @@ class BackgroundSampler:
         gain: tuple[float, float] = (0.9, 1.1),
         offset: tuple[float, float] = (-0.05, 0.05),
     ) -> BackgroundPatch:
-        """One augmented patch (with its breast mask and noise map); see :class:`BackgroundPatch`."""
+        """One augmented patch (with its breast mask and noise map); see :class:`BackgroundPatch`
+        and :meth:`sample_patches` (this is a draw of one)."""
+        return self.sample_patches(rng, 1, patch_px, min_breast_fraction, flips, gain, offset)[0]
+
+    def sample_patches(
+        self,
+        rng: np.random.Generator,
+        n: int,
+        patch_px: int,
+        min_breast_fraction: float = 0.6,
+        flips: bool = True,
+        gain: tuple[float, float] = (0.9, 1.1),
+        offset: tuple[float, float] = (-0.05, 0.05),
+    ) -> list[BackgroundPatch]:
+        """``n`` augmented (P, P) patches: each from a background drawn in proportion to its
+        breast area, centred on a random window holding at least ``min_breast_fraction`` breast,
+        turned by a random multiple of 90 degrees and mirrored (``flips``), its grey levels
+        scaled by a gain and shifted by an offset drawn uniformly from the given ranges
+        (normalised units). Every random choice comes from ``rng``, drawn for all ``n`` at once."""
         patch_px = int(patch_px)
         if patch_px < 1:
             raise InputError("--patch", f"patch size must be a positive number of pixels, got {patch_px}")
@@ -320,40 +338,50 @@ class BackgroundSampler:
             cache[key] = np.cumsum(weights / weights.sum())
             self._usable_cache = cache
         cdf = cache[key]
-        i = int(min(np.searchsorted(cdf, rng.uniform(), side="right"), cdf.size - 1))
-        while cdf[i] == (cdf[i - 1] if i else 0.0):  # never an image that cannot hold the patch
-            i -= 1
-        bg = self.images[i]
-        centres = self._centres(i, patch_px, min_breast_fraction)
-        flat = int(centres[rng.integers(centres.size)])
-        w_valid = bg.breast.shape[1] - patch_px + 1
-        r, c = divmod(flat, w_valid)
-        image = bg.pixels[r : r + patch_px, c : c + patch_px].astype(np.float32)
-        breast = bg.breast[r : r + patch_px, c : c + patch_px]
+        sources = np.minimum(np.searchsorted(cdf, rng.uniform(size=n), side="right"), cdf.size - 1)
+        where = rng.uniform(size=n)
+        turns = rng.integers(4, size=n) if flips else np.zeros(n, np.int64)
+        mirror = rng.integers(2, size=n).astype(bool) if flips else np.zeros(n, bool)
+        gains = rng.uniform(*gain, size=n)
+        offsets = rng.uniform(*offset, size=n)
+        span = np.arange(patch_px)
         b = NOISE_BLOCK_PX
-        nb = bg.noise[r // b : (r + patch_px - 1) // b + 1, c // b : (c + patch_px - 1) // b + 1]
-        noise = np.repeat(np.repeat(nb, b, 0), b, 1)[r % b : r % b + patch_px, c % b : c % b + patch_px]
-        k, flip = 0, False
-        if flips:
-            k, flip = int(rng.integers(4)), bool(rng.integers(2))
-            image, breast, noise = (_turn(a, k, flip) for a in (image, breast, noise))
-        g = float(rng.uniform(*gain))
-        o = float(rng.uniform(*offset))
-        image = image * np.float32(g) + np.float32(o)
-        return BackgroundPatch(
-            image=np.ascontiguousarray(image, dtype=np.float32),  # C order: callers use ravel views
-            breast=np.ascontiguousarray(breast),
-            noise=np.ascontiguousarray(noise * np.float32(g), dtype=np.float32),
-            gain=g,
-            shift=o,
-            step=bg.step,
-            offset=bg.offset,
-            float16=bg.pixels.dtype == np.float16,
-            source_pixel_mm=bg.source_pixel_mm,
-            source=i,
-            origin=(int(r), int(c)),
-            transform=(k, flip),
-        )
+        out = []
+        for j in range(n):
+            i = int(sources[j])
+            while cdf[i] == (cdf[i - 1] if i else 0.0):  # never an image that cannot hold the patch
+                i -= 1
+            bg = self.images[i]
+            centres = self._centres(i, patch_px, min_breast_fraction)
+            flat = int(centres[min(int(where[j] * centres.size), centres.size - 1)])
+            r, c = divmod(flat, bg.breast.shape[1] - patch_px + 1)
+            image = bg.pixels[r : r + patch_px, c : c + patch_px]
+            breast = bg.breast[r : r + patch_px, c : c + patch_px]
+            noise = bg.noise[((r + span) // b)[:, None], ((c + span) // b)[None, :]]
+            k, flip = int(turns[j]), bool(mirror[j])
+            if k or flip:
+                image, breast, noise = (_turn(a, k, flip) for a in (image, breast, noise))
+            g, o = float(gains[j]), float(offsets[j])
+            image = np.array(image, dtype=np.float32, order="C")  # C order: callers use ravel views
+            image *= np.float32(g)
+            image += np.float32(o)
+            noise = np.array(noise, dtype=np.float32, order="C")
+            noise *= np.float32(g)
+            out.append(BackgroundPatch(
+                image=image,
+                breast=np.ascontiguousarray(breast),
+                noise=noise,
+                gain=g,
+                shift=o,
+                step=bg.step,
+                offset=bg.offset,
+                float16=bg.pixels.dtype == np.float16,
+                source_pixel_mm=bg.source_pixel_mm,
+                source=i,
+                origin=(int(r), int(c)),
+                transform=(k, flip),
+            ))
+        return out
 
     def sample(self, rng: np.random.Generator, patch_px: int, **kwargs) -> np.ndarray:
         """A (P, P) float32 background patch: centre inside the breast, mostly breast, augmented.

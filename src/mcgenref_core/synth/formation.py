@@ -23,13 +23,20 @@ from __future__ import annotations
 import numpy as np
 
 
-def window_mean_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int) -> np.ndarray:
-    """Mean of ``image`` over the (2*half+1)^2 window at each point (edge pixels repeated)."""
-    h, w = image.shape
+def window_mean_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int,
+                   patch: np.ndarray | None = None) -> np.ndarray:
+    """Mean of ``image`` over the (2*half+1)^2 window at each point (edge pixels repeated).
+
+    ``image`` (H, W), or (N, H, W) stacked patches with ``patch`` (K,) naming each point's
+    patch; ``rows``, ``cols`` (K,) int pixels. Returns (K,) float64.
+    """
+    h, w = image.shape[-2:]
     off = np.arange(-half, half + 1)
     rr = np.clip(rows[:, None] + off[None, :], 0, h - 1)
     cc = np.clip(cols[:, None] + off[None, :], 0, w - 1)
-    return image[rr[:, :, None], cc[:, None, :]].mean(axis=(1, 2), dtype=np.float64)
+    if patch is None:
+        return image[rr[:, :, None], cc[:, None, :]].mean(axis=(1, 2), dtype=np.float64)
+    return image[patch[:, None, None], rr[:, :, None], cc[:, None, :]].mean(axis=(1, 2), dtype=np.float64)
 
 
 def contrast_modulation(level: np.ndarray, drop: float) -> np.ndarray:

@@ -29,7 +29,7 @@ from .formation import (
     paste,
     window_mean_at,
 )
-from .layouts import draw_cluster
+from .layouts import draw_clusters
 from .shapes import KIND, concat_shapes, draw_shapes, render, supersample_factor
 
 #: Attempts to re-place an MC that fell outside the breast/patch or too near another.
@@ -103,24 +103,18 @@ class SyntheticPairGenerator:
 
     # ------------------------------------------------------------------------------------------
     def sample(self, rng: np.random.Generator) -> SyntheticPair:
-        """One pair; every random choice is drawn from ``rng``."""
+        """One pair; every random choice is drawn from ``rng`` (the same as ``batch_pairs(1, rng)``)."""
+        return self.batch_pairs(1, rng)[0]
+
+    def _backgrounds(self, rng: np.random.Generator, n: int) -> list[tuple[BackgroundPatch, dict[str, Any]]]:
+        """``n`` augmented background patches and the start of their records."""
         c = self.config
-        bp = self.sampler.sample_patch(
-            rng, c.patch_px, min_breast_fraction=c.min_breast_fraction, flips=c.augment_flips,
+        patches = self.sampler.sample_patches(
+            rng, n, c.patch_px, min_breast_fraction=c.min_breast_fraction, flips=c.augment_flips,
             gain=c.augment_gain, offset=c.augment_offset,
         )
-        info: dict[str, Any] = {
-            "source": str(self.sampler.paths[bp.source]),
-            "origin": bp.origin,
-            "transform": bp.transform,
-            "gain": bp.gain,
-            "shift": bp.shift,
-            "pixel_size_mm": self.pixel_size_mm,
-        }
-        negative = bool(rng.uniform() < c.negative_fraction)
-        if negative:
-            return self._negative(bp, info)
-        return self._positive(rng, bp, info)
+        return [(bp, {"source": str(self.sampler.paths[bp.source]), "origin": bp.origin, "transform": bp.transform,
+                      "gain": bp.gain, "shift": bp.shift, "pixel_size_mm": self.pixel_size_mm}) for bp in patches]
 
     def _negative(self, bp: BackgroundPatch, info: dict) -> SyntheticPair:
         p = self.config.patch_px
@@ -129,67 +123,71 @@ class SyntheticPairGenerator:
 
     # ------------------------------------------------------------------------------------------
     def plan(self, rng: np.random.Generator, breast: np.ndarray) -> dict[str, Any]:
-        """Draw clusters, layouts, MC morphologies and positions (no rendering).
+        """Draw clusters, layouts, MC morphologies and positions for one (P, P) ``breast`` mask
+        (no rendering); see :meth:`plan_many`."""
+        return self.plan_many(rng, np.asarray(breast, bool)[None])
 
-        Returns a dict with ``clusters`` (list of dicts), ``cluster`` (M,) cluster index (-1 =
-        isolated), ``kind`` (M,) morphology index, ``centre`` (M, 2) px, ``direction`` (M,).
-        Positions lie inside ``breast``; MCs that cannot be placed are dropped.
+    def plan_many(self, rng: np.random.Generator, breasts: np.ndarray) -> dict[str, Any]:
+        """Draw clusters, layouts, MC morphologies and positions for N patches at once.
+
+        ``breasts`` (N, P, P) bool. Returns a dict with ``clusters`` (list of C dicts: ``id``
+        (index within its patch), ``patch``, ``layout``, ``extent_mm``, ``centre_rc`` px,
+        ``n_mcs``), ``cluster_patch`` (C,), ``patch`` (M,) patch of each MC, ``cluster`` (M,)
+        index into ``clusters`` (-1 = isolated), ``kind`` (M,) morphology index, ``candidates``
+        (R, M, 2) px centres (round 0 is where each MC goes, later rounds its fallbacks),
+        ``directions`` (R, M) radians. MCs are ordered by patch, within a patch by cluster,
+        isolated MCs last.
         """
         c = self.config
         px = self.pixel_size_mm
-        p = breast.shape[0]
-        n_clusters = 1 + _pick(rng, self._cluster_cdf)
-        n_isolated = int(rng.integers(0, c.isolated_max + 1))
-        inside = np.flatnonzero(breast.ravel())
-        if inside.size == 0:
-            inside = np.arange(p * p)
-        clusters = []
-        members = []
-        for ci in range(n_clusters):
-            layout = _pick(rng, self._layout_cdf)
-            extent = float(rng.uniform(*c.cluster_extent_mm))
-            n = c.mcs_per_cluster_min + int(rng.geometric(self._geom_p)) - 1
-            n = int(min(max(n, 1), c.mcs_per_cluster_max))
-            geom = draw_cluster(rng, layout, extent)
-            centre = np.array(divmod(int(inside[rng.integers(inside.size)]), p), float) + rng.uniform(0, 1, 2)
-            clusters.append({"id": ci, "layout": LAYOUTS[layout], "extent_mm": extent,
-                             "centre_rc": centre, "n_mcs": n, "geometry": geom})
-            members.append(n)
-        total = sum(members) + n_isolated
-        kind = _pick(rng, self._morph_cdf, total)
-        cluster = np.concatenate([np.full(n, ci) for ci, n in enumerate(members)] + [np.full(n_isolated, -1)]).astype(np.int64)
+        breasts = np.asarray(breasts, bool)
+        n = breasts.shape[0]
+        n_clusters = 1 + _pick(rng, self._cluster_cdf, n)
+        n_isolated = rng.integers(0, c.isolated_max + 1, n)
+        cluster_patch = np.repeat(np.arange(n), n_clusters)
+        n_cl = cluster_patch.size
+        layout = _pick(rng, self._layout_cdf, n_cl)
+        extent = rng.uniform(*c.cluster_extent_mm, n_cl)
+        n_mcs = c.mcs_per_cluster_min + rng.geometric(self._geom_p, n_cl) - 1
+        n_mcs = np.clip(n_mcs, 1, c.mcs_per_cluster_max).astype(np.int64)
+        geometry = draw_clusters(rng, layout, extent)
+        inside = _InsidePixels(breasts)
+        cluster_centre = inside.draw(rng, cluster_patch)
+        # MC order: by patch, then cluster members in cluster order, then the isolated MCs
+        mc_cluster = np.concatenate([np.repeat(np.arange(n_cl), n_mcs), np.full(int(n_isolated.sum()), -1)])
+        mc_patch = np.concatenate([np.repeat(cluster_patch, n_mcs), np.repeat(np.arange(n), n_isolated)])
+        order = np.argsort(mc_patch * 2 + (mc_cluster < 0), kind="stable")
+        mc_cluster, mc_patch = mc_cluster[order], mc_patch[order]
+        m = mc_cluster.size
+        kind = _pick(rng, self._morph_cdf, m)
         rounds = PLACEMENT_TRIES + 1
-        candidates, direction = self._positions(rng, clusters, cluster, inside, p, rounds)
-        return {"clusters": clusters, "cluster": cluster, "kind": kind, "centre": candidates[0].copy(),
-                "direction": direction[0], "candidates": candidates, "pixel_size_mm": px}
+        candidates = np.zeros((rounds, m, 2))
+        directions = np.zeros((rounds, m))
+        clustered = np.flatnonzero(mc_cluster >= 0)
+        if clustered.size:
+            which = np.tile(mc_cluster[clustered], rounds)
+            off, d = geometry.positions(rng, which)
+            candidates[:, clustered] = (cluster_centre[which] + off / px).reshape(rounds, clustered.size, 2)
+            directions[:, clustered] = d.reshape(rounds, clustered.size)
+        isolated = np.flatnonzero(mc_cluster < 0)
+        if isolated.size:
+            where = inside.draw(rng, np.tile(mc_patch[isolated], rounds))
+            candidates[:, isolated] = where.reshape(rounds, isolated.size, 2)
+            directions[:, isolated] = rng.uniform(0, 2 * math.pi, (rounds, isolated.size))
+        first = np.concatenate([[0], np.cumsum(n_clusters)[:-1]])
+        clusters = [{"id": int(k - first[cluster_patch[k]]), "patch": int(cluster_patch[k]), "layout": LAYOUTS[layout[k]],
+                     "extent_mm": float(extent[k]), "centre_rc": cluster_centre[k], "n_mcs": int(n_mcs[k])}
+                    for k in range(n_cl)]
+        return {"clusters": clusters, "cluster_patch": cluster_patch, "patch": mc_patch, "cluster": mc_cluster,
+                "kind": kind, "candidates": candidates, "directions": directions, "pixel_size_mm": px}
 
-    def _positions(self, rng, clusters, cluster, inside, p, rounds=1):
-        """Candidate centres (rounds, M, 2) px and directions (rounds, M) for the MCs of
-        ``cluster``: round 0 is where each MC goes, later rounds are its fallbacks."""
-        px = self.pixel_size_mm
-        m = cluster.size
-        centre = np.zeros((rounds, m, 2))
-        direction = np.zeros((rounds, m))
-        for ci, cl in enumerate(clusters):
-            sel = np.flatnonzero(cluster == ci)
-            if sel.size:
-                off, d = cl["geometry"].positions(rng, sel.size * rounds)
-                centre[:, sel] = cl["centre_rc"] + off.reshape(rounds, sel.size, 2) / px
-                direction[:, sel] = d.reshape(rounds, sel.size)
-        iso = np.flatnonzero(cluster < 0)
-        if iso.size:
-            k = rounds * iso.size
-            flat = inside[rng.integers(inside.size, size=k)]
-            pos = np.stack(np.divmod(flat, p), -1) + rng.uniform(0, 1, (k, 2))
-            centre[:, iso] = pos.reshape(rounds, iso.size, 2)
-            direction[:, iso] = rng.uniform(0, 2 * math.pi, k).reshape(rounds, iso.size)
-        return centre, direction
-
-    def _place(self, plan, shapes, breast) -> np.ndarray:
-        """Keep MCs inside the breast and apart from each other, moving those that are not to
-        their next candidate position (``plan["candidates"]``); returns the indices kept."""
+    def _place(self, plan: dict[str, Any], shapes, breasts: np.ndarray) -> np.ndarray:
+        """Keep MCs inside their patch's breast and apart from the other MCs of that patch,
+        moving those that are not to their next candidate position (``plan["candidates"]``);
+        returns the indices kept (sorted)."""
         c = self.config
-        p = breast.shape[0]
+        p = breasts.shape[1]
+        patch = plan["patch"]
         linear = shapes.kind == KIND["linear"]
         radius = np.where(linear, shapes.width / 2.0, shapes.extent)
         gap = c.min_gap_mm / self.pixel_size_mm
@@ -203,11 +201,11 @@ class SyntheticPairGenerator:
             ok = np.all((cen >= 0) & (cen < p), axis=1)
             rr = np.clip(cen[:, 0].astype(np.int64), 0, p - 1)
             cc = np.clip(cen[:, 1].astype(np.int64), 0, p - 1)
-            ok &= breast[rr, cc]
-            # conflicts with every MC (kept ones and the candidates of this round)
+            ok &= breasts[patch[todo], rr, cc]
+            # conflicts with every MC of the same patch (kept ones and this round's candidates)
             d = np.hypot(cen[:, None, 0] - shapes.centre[None, :, 0], cen[:, None, 1] - shapes.centre[None, :, 1])
             need = np.maximum(c.min_separation_px, radius[todo, None] + radius[None, :] + gap)
-            clash = d < need
+            clash = (d < need) & (patch[todo, None] == patch[None, :])
             clash[np.arange(todo.size), todo] = False
             ok &= ~np.any(clash & kept[None, :], axis=1)
             among = clash[:, todo]  # clashes between this round's candidates
@@ -232,23 +230,30 @@ class SyntheticPairGenerator:
             from ..errors import InputError
 
             raise InputError("patch", f"background is {patch.image.shape}, config.patch_px is {self.config.patch_px}")
-        return self._positive(rng, patch, {"source": None, "pixel_size_mm": self.pixel_size_mm})
+        return self._positives(rng, [patch], [{"source": None, "pixel_size_mm": self.pixel_size_mm}])[0]
 
-    def _positive(self, rng: np.random.Generator, bp: BackgroundPatch, info: dict) -> SyntheticPair:
-        job = self._draw(rng, bp, info)
-        signals, masks = self._render([job])
-        return self._finish(job, signals[0], masks[0])
+    def _positives(self, rng: np.random.Generator, bps: list[BackgroundPatch], infos: list[dict]) -> list[SyntheticPair]:
+        """Draw, render and finish the positive patches of ``bps`` together."""
+        jobs = self._draw(rng, bps, infos)
+        signals, masks = self._render(jobs)
+        return [self._finish(job, signals[k], masks[k]) for k, job in enumerate(jobs)]
 
-    def _draw(self, rng: np.random.Generator, bp: BackgroundPatch, info: dict) -> dict[str, Any]:
-        """Every random choice of a positive patch (the noise through its own seed)."""
+    def _draw(self, rng: np.random.Generator, bps: list[BackgroundPatch], infos: list[dict]) -> list[dict[str, Any]]:
+        """Every random choice of N positive patches, drawn for all of them at once (the noise
+        through one seed per patch); one job dict per patch."""
         c = self.config
         px = self.pixel_size_mm
         p = c.patch_px
-        plan = self.plan(rng, bp.breast)
-        shapes = draw_shapes(rng, plan["kind"], plan["centre"], px, c, plan["direction"])
-        keep = self._place(plan, shapes, bp.breast)
+        n = len(bps)
+        images = np.stack([bp.image for bp in bps])
+        noise = np.stack([bp.noise for bp in bps])
+        breasts = np.stack([bp.breast for bp in bps])
+        plan = self.plan_many(rng, breasts)
+        shapes = draw_shapes(rng, plan["kind"], plan["candidates"][0].copy(), px, c, plan["directions"][0])
+        keep = self._place(plan, shapes, breasts)
         shapes = shapes.take(keep)
         cluster = plan["cluster"][keep]
+        patch = plan["patch"][keep]
         m = len(shapes)
         # contrast: per-cluster level (isolated MCs: their own), per-MC log-normal jitter
         lo, hi = c.contrast_snr
@@ -259,22 +264,33 @@ class SyntheticPairGenerator:
         rows = np.clip(np.floor(shapes.centre[:, 0]).astype(np.int64), 0, p - 1)
         cols = np.clip(np.floor(shapes.centre[:, 1]).astype(np.int64), 0, p - 1)
         half = max(1, int(round(c.background_window_mm / px / 2)))
-        bg_level = window_mean_at(bp.image, rows, cols, half)
+        bg_level = window_mean_at(images, rows, cols, half, patch)
         modulation = contrast_modulation(bg_level, c.density_contrast_drop)
-        sigma = bp.noise[rows, cols].astype(np.float64)
+        sigma = noise[patch, rows, cols].astype(np.float64)
         size_factor = (shapes.size_mm / c.reference_size_mm) ** c.thickness_exponent
         linear = shapes.kind == KIND["linear"]
         # a linear MC's thickness is set by its width, not its length
         size_factor = np.where(linear, (shapes.width * px / c.reference_size_mm) ** c.thickness_exponent, size_factor)
         amplitude = snr * sigma * self._morph_factor[shapes.kind] * size_factor * modulation
+        source_mm = np.array([bp.source_pixel_mm for bp in bps], np.float64)
         if c.blur_sigma_mm is not None:
-            blur_mm = float(rng.uniform(*c.blur_sigma_mm))
+            blur_mm = rng.uniform(*c.blur_sigma_mm, n)
         else:  # the system blur of the background's own detector/digitiser, scaled with its spacing
-            blur_mm = float(rng.uniform(*c.blur_sigma_source_px)) * bp.source_pixel_mm
-        noise_seed = int(rng.integers(2**63))
-        return {"bp": bp, "info": info, "plan": plan, "shapes": shapes, "cluster": cluster, "levels": levels,
-                "snr": snr, "bg_level": bg_level, "modulation": modulation, "sigma": sigma,
-                "amplitude": amplitude, "blur_mm": blur_mm, "noise_seed": noise_seed}
+            blur_mm = rng.uniform(*c.blur_sigma_source_px, n) * source_mm
+        noise_seeds = rng.integers(2**63, size=n)
+        jobs = []
+        bounds = np.searchsorted(patch, np.arange(n + 1))
+        for i in range(n):
+            sel = slice(bounds[i], bounds[i + 1])
+            mine = [k for k, cl in enumerate(plan["clusters"]) if cl["patch"] == i]
+            first = mine[0] if mine else 0
+            local_cluster = np.where(cluster[sel] >= 0, cluster[sel] - first, -1)
+            jobs.append({"bp": bps[i], "info": infos[i], "clusters": [plan["clusters"][k] for k in mine],
+                         "shapes": shapes.take(np.arange(bounds[i], bounds[i + 1])), "cluster": local_cluster,
+                         "levels": levels[mine], "snr": snr[sel], "bg_level": bg_level[sel],
+                         "modulation": modulation[sel], "sigma": sigma[sel], "amplitude": amplitude[sel],
+                         "blur_mm": float(blur_mm[i]), "noise_seed": int(noise_seeds[i])})
+        return jobs
 
     def _render(self, jobs: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
         """Render, blur and paste the MCs of several patches at once (no randomness here).
@@ -323,7 +339,7 @@ class SyntheticPairGenerator:
             flat = image.ravel()
             flat[touched] = bp.requantize(flat[touched])
         clusters = []
-        for ci, cl in enumerate(job["plan"]["clusters"]):
+        for ci, cl in enumerate(job["clusters"]):
             clusters.append({"id": ci, "layout": cl["layout"], "extent_mm": cl["extent_mm"],
                              "centre_rc": cl["centre_rc"].tolist(), "level_snr": float(job["levels"][ci]),
                              "n_mcs": int(np.sum(cluster == ci)), "n_drawn": cl["n_mcs"]})
@@ -355,27 +371,24 @@ class SyntheticPairGenerator:
         return self.sample(np.random.default_rng([int(seed), int(index)]))
 
     def batch_pairs(self, n: int, rng: np.random.Generator) -> list[SyntheticPair]:
-        """``n`` pairs, identical to ``n`` calls of :meth:`sample` with ``rng``, but with the MCs
-        of all patches rendered together (faster)."""
+        """``n`` pairs drawn together: first the background patches, then which are negative,
+        then the MCs of all positive patches in a few vectorised draws, rendered together.
+        Reproducible from ``rng``'s state; ``batch_pairs(1, rng)`` is :meth:`sample`."""
         c = self.config
         out: list[SyntheticPair | None] = [None] * n
-        jobs, where = [], []
-        for i in range(n):
-            bp = self.sampler.sample_patch(
-                rng, c.patch_px, min_breast_fraction=c.min_breast_fraction, flips=c.augment_flips,
-                gain=c.augment_gain, offset=c.augment_offset,
-            )
-            info = {"source": str(self.sampler.paths[bp.source]), "origin": bp.origin, "transform": bp.transform,
-                    "gain": bp.gain, "shift": bp.shift, "pixel_size_mm": self.pixel_size_mm}
-            if rng.uniform() < c.negative_fraction:
+        backgrounds = self._backgrounds(rng, n)
+        negative = rng.uniform(size=n) < c.negative_fraction
+        positives, where = [], []
+        for i, (bp, info) in enumerate(backgrounds):
+            if negative[i]:
                 out[i] = self._negative(bp, info)
             else:
-                jobs.append(self._draw(rng, bp, info))
+                positives.append((bp, info))
                 where.append(i)
-        if jobs:
-            signals, masks = self._render(jobs)
-            for k, (i, job) in enumerate(zip(where, jobs)):
-                out[i] = self._finish(job, signals[k], masks[k])
+        if positives:
+            pairs = self._positives(rng, [bp for bp, _ in positives], [info for _, info in positives])
+            for i, pair in zip(where, pairs):
+                out[i] = pair
         return out  # type: ignore[return-value]
 
     def batch(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -409,6 +422,32 @@ def _pick(rng: np.random.Generator, cdf: np.ndarray, size: int | None = None):
     u = rng.uniform(size=size)
     k = np.minimum(np.searchsorted(cdf, u, side="right"), cdf.size - 1)
     return int(k) if size is None else k.astype(np.int64)
+
+
+class _InsidePixels:
+    """The in-breast pixels of N (P, P) masks, for drawing uniform positions inside them
+    (a mask with no breast pixel counts as all breast)."""
+
+    def __init__(self, breasts: np.ndarray):
+        n, p = breasts.shape[0], breasts.shape[1]
+        flat = breasts.reshape(n, -1)
+        counts = flat.sum(axis=1)
+        empty = counts == 0
+        if empty.any():
+            flat = flat | empty[:, None]
+            counts = flat.sum(axis=1)
+        self.pixels = np.flatnonzero(flat) % (p * p)  # in patch order
+        self.start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self.count = counts
+        self.p = p
+
+    def draw(self, rng: np.random.Generator, patch: np.ndarray) -> np.ndarray:
+        """One uniform point (row, col) px inside the breast of each entry of ``patch`` (K,):
+        a uniform in-breast pixel plus a uniform sub-pixel offset; (K, 2) float."""
+        u = rng.uniform(0, 1, patch.size)
+        k = np.minimum((u * self.count[patch]).astype(np.int64), self.count[patch] - 1)
+        flat = self.pixels[self.start[patch] + k]
+        return np.stack(np.divmod(flat, self.p), -1) + rng.uniform(0, 1, (patch.size, 2))
 
 
 def _empty_mcs() -> dict[str, np.ndarray]:

@@ -257,68 +257,123 @@ def _render_group(s: ShapeParams, k: int, ss: int, linear: bool) -> tuple[np.nda
     dx = (u[None, :] - offset[:, 1:2])[:, None, :]  # (G, 1, KS)
     if np.all(s.extent <= SUBPIXEL_EXTENT_PX):
         # outlines below the pixel scale cannot be seen: an equal-area disk, same dome profile
-        r_eq = np.sqrt(np.mean(s.radii**2, axis=1)).astype(np.float32)[:, None, None]
-        q = np.sqrt(dy * dy + dx * dx) / r_eq
+        r2_eq = np.mean(s.radii**2, axis=1).astype(np.float32)[:, None, None]
+        q2 = (dy * dy + dx * dx) / r2_eq
     else:
-        q = _star_q(s, dy, dx)
+        return (anchor, *_render_star(s, k, ss, offset))
     g = len(s)
-    cov = (q < 1.0).reshape(g, k, ss, k, ss).mean(axis=(2, 4), dtype=np.float32)
-    thick = np.sqrt(np.maximum(1.0 - q * q, 0.0, dtype=np.float32))
-    thk = thick.reshape(g, k, ss, k, ss).mean(axis=(2, 4), dtype=np.float32)
+    cov = _pixel_mean((q2 < 1.0).view(np.uint8), g, k, ss)
+    thick = np.subtract(np.float32(1.0), q2, out=q2)
+    np.maximum(thick, 0.0, out=thick)
+    thk = _pixel_mean(np.sqrt(thick, out=thick), g, k, ss)
     return anchor, cov, thk
 
 
-def _star_q(s: ShapeParams, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """rho / r(theta) for star shapes (broadcast over the leading MC axis)."""
+def _pixel_mean(sub: np.ndarray, g: int, k: int, ss: int) -> np.ndarray:
+    """Average (G, K*S, K*S) sub-pixel values over each S x S block: (G, K, K) float32."""
+    rows = sub.reshape(g * k * ss * k, ss).sum(axis=1, dtype=np.float32)
+    return rows.reshape(g, k, ss, k).sum(axis=2) * np.float32(1.0 / (ss * ss))
+
+
+def _star_q(rotation: np.ndarray, radii: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """rho / r(theta) for star shapes of ``rotation`` (G,) and ``radii`` (G, N_ANGLES) at
+    offsets ``dy``, ``dx`` broadcastable to (G, A, B) pixels; (G, A, B) float32."""
     rho = np.sqrt(dy * dy + dx * dx)
-    ang = np.arctan2(dy, dx) - s.rotation.astype(np.float32)[:, None, None]
-    t = (ang * np.float32(N_ANGLES / (2 * math.pi))) % N_ANGLES
-    j = t.astype(np.int64)
-    f = t - j
-    radii = s.radii.astype(np.float32)
-    g = np.arange(len(s))[:, None, None]
-    r = radii[g, j % N_ANGLES] * (1 - f) + radii[g, (j + 1) % N_ANGLES] * f
-    return rho / r
+    ang = np.arctan2(dy, dx)
+    ang -= rotation.astype(np.float32)[:, None, None]
+    ang *= np.float32(N_ANGLES / (2 * math.pi))
+    t = np.mod(ang, np.float32(N_ANGLES), out=ang)
+    j = t.astype(np.int32)
+    t -= j  # the fraction between sample j and j + 1
+    np.minimum(j, N_ANGLES - 1, out=j)  # float rounding can give t == N_ANGLES
+    g = rotation.size
+    radii = radii.astype(np.float32)
+    slope = np.roll(radii, -1, axis=1) - radii  # r[j + 1] - r[j], wrapping round
+    j += (np.arange(g, dtype=np.int32) * N_ANGLES)[:, None, None]
+    r = radii.ravel()[j]
+    r += t * slope.ravel()[j]
+    return np.divide(rho, r, out=rho)
 
 
-def _segment_d2(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """Squared distance from offsets (dy, dx) to the nearest of the segments ``segs``
-    (shape (..., N_SEGMENTS, 2, 2), leading axes broadcastable against ``dy``)."""
-    d2 = None
-    for i in range(N_SEGMENTS):
-        ay, ax = segs[..., i, 0, 0], segs[..., i, 0, 1]
-        by, bx = segs[..., i, 1, 0] - ay, segs[..., i, 1, 1] - ax
-        len2 = np.maximum(by * by + bx * bx, np.float32(1e-12))
-        py = dy - ay
-        px = dx - ax
-        tt = np.clip((py * by + px * bx) / len2, 0.0, 1.0)
-        ey = py - tt * by
-        ex = px - tt * bx
-        di = ey * ey + ex * ex
-        d2 = di if d2 is None else np.minimum(d2, di)
-    return d2
+def _render_star(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Star shapes larger than a pixel: coverage and thickness stamps (G, K, K) float32.
 
-
-def _render_linear(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear MCs: distance at pixel centres first, then supersample only the pixels within
-    a pixel of the MC (the rest of a long, thin stamp is empty)."""
+    Only pixels whose centre lies within ``extent + 0.75`` px of the MC centre can hold any of
+    it (a pixel's corner is 0.71 px from its centre; ``extent`` bounds r(theta)); those are
+    supersampled, the rest are exactly zero.
+    """
     g = len(s)
-    segs = s.segments.astype(np.float32)
-    half_w = (s.width.astype(np.float32) / 2)
     c = np.arange(k, dtype=np.float32) + 0.5
     dy = c[None, :, None] - offset[:, 0, None, None]  # (G, K, 1)
     dx = c[None, None, :] - offset[:, 1, None, None]  # (G, 1, K)
-    d2 = _segment_d2(segs[:, None, None], dy, dx)
-    reach = half_w[:, None, None] + np.float32(0.75)  # a pixel's corner is within 0.71 px of its centre
-    band = d2 < reach * reach
-    bg, br, bc = np.nonzero(band)
+    reach = s.extent.astype(np.float32)[:, None, None] + np.float32(0.75)
+    bg, br, bc = np.nonzero(dy * dy + dx * dx < reach * reach)
     cov = np.zeros((g, k, k), np.float32)
     thk = np.zeros((g, k, k), np.float32)
     if bg.size:
         sub = (np.arange(ss, dtype=np.float32) + 0.5) / ss
-        sy = (br[:, None, None] + sub[None, :, None] - offset[bg, 0, None, None]).astype(np.float32)
-        sx = (bc[:, None, None] + sub[None, None, :] - offset[bg, 1, None, None]).astype(np.float32)
-        dd = _segment_d2(segs[bg][:, None, None], sy, sx)
+        sy = br[:, None, None] + sub[None, :, None] - offset[bg, 0, None, None]  # (B, S, 1)
+        sx = bc[:, None, None] + sub[None, None, :] - offset[bg, 1, None, None]  # (B, 1, S)
+        q2 = _star_q(s.rotation[bg], s.radii[bg], sy, sx)
+        q2 *= q2
+        cov[bg, br, bc] = (q2 < 1.0).mean(axis=(1, 2), dtype=np.float32)
+        thick = np.subtract(np.float32(1.0), q2, out=q2)
+        np.maximum(thick, 0.0, out=thick)
+        thk[bg, br, bc] = np.sqrt(thick, out=thick).mean(axis=(1, 2), dtype=np.float32)
+    return cov, thk
+
+
+def _segment_d2(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Squared distance from offsets (dy, dx) to the nearest of the segments ``segs``
+    (shape (..., S, 2, 2): S segments of two (row, col) end points, leading axes broadcastable
+    against ``dy``), pixels squared."""
+    d2 = None
+    for i in range(segs.shape[-3]):
+        ay, ax = segs[..., i, 0, 0], segs[..., i, 0, 1]
+        by, bx = segs[..., i, 1, 0] - ay, segs[..., i, 1, 1] - ax
+        inv_len2 = 1.0 / np.maximum(by * by + bx * bx, np.float32(1e-12))
+        py = dy - ay
+        px = dx - ax
+        tt = py * (by * inv_len2) + px * (bx * inv_len2)
+        np.clip(tt, 0.0, 1.0, out=tt)
+        ey = py - tt * by
+        ex = px - tt * bx
+        ey *= ey
+        ex *= ex
+        ey += ex
+        d2 = ey if d2 is None else np.minimum(d2, ey, out=d2)
+    return d2
+
+
+def _render_linear(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linear MCs: coverage and thickness stamps (G, K, K) float32.
+
+    Distances to each segment are taken at pixel centres first; only the (pixel, segment) pairs
+    within ``w/2 + 0.75`` px (a pixel's corner is 0.71 px from its centre) can put any of the
+    MC in that pixel, so only those are supersampled, and each sub-pixel takes its nearest of
+    them. The rest of a long, thin stamp is exactly zero.
+    """
+    g = len(s)
+    segs = s.segments.astype(np.float32)  # (G, N_SEGMENTS, 2, 2)
+    half_w = (s.width.astype(np.float32) / 2)
+    c = np.arange(k, dtype=np.float32) + 0.5
+    dy = c[None, :, None] - offset[:, 0, None, None]  # (G, K, 1)
+    dx = c[None, None, :] - offset[:, 1, None, None]  # (G, 1, K)
+    reach2 = (half_w + np.float32(0.75))[:, None, None] ** 2
+    near = np.stack([_segment_d2(segs[:, None, None, i : i + 1], dy, dx) < reach2 for i in range(N_SEGMENTS)], -1)
+    pg, pr, pc, ps = np.nonzero(near)  # (pixel, segment) pairs, sorted by pixel
+    cov = np.zeros((g, k, k), np.float32)
+    thk = np.zeros((g, k, k), np.float32)
+    if pg.size:
+        sub = (np.arange(ss, dtype=np.float32) + 0.5) / ss
+        sy = pr[:, None, None] + sub[None, :, None] - offset[pg, 0, None, None]  # (P, S, 1)
+        sx = pc[:, None, None] + sub[None, None, :] - offset[pg, 1, None, None]  # (P, 1, S)
+        seg = segs[pg, ps][:, None, None, None]  # (P, 1, 1, 1, 2, 2)
+        dd = _segment_d2(seg, sy, sx)  # (P, S, S)
+        flat = (pg * k + pr) * k + pc
+        first = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
+        dd = np.minimum.reduceat(dd, first, axis=0)  # nearest segment per pixel: (B, S, S)
+        bg, br, bc = pg[first], pr[first], pc[first]
         q2 = dd / (half_w[bg, None, None] ** 2)
         cov[bg, br, bc] = (q2 < 1.0).mean(axis=(1, 2), dtype=np.float32)
         thk[bg, br, bc] = np.sqrt(np.maximum(1.0 - q2, 0.0)).mean(axis=(1, 2), dtype=np.float32)
