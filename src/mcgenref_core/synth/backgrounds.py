@@ -344,7 +344,6 @@ class BackgroundSampler:
         mirror = rng.integers(2, size=n).astype(bool) if flips else np.zeros(n, bool)
         gains = rng.uniform(*gain, size=n)
         offsets = rng.uniform(*offset, size=n)
-        span = np.arange(patch_px)
         b = NOISE_BLOCK_PX
         out = []
         for j in range(n):
@@ -357,7 +356,8 @@ class BackgroundSampler:
             r, c = divmod(flat, bg.breast.shape[1] - patch_px + 1)
             image = bg.pixels[r : r + patch_px, c : c + patch_px]
             breast = bg.breast[r : r + patch_px, c : c + patch_px]
-            noise = bg.noise[((r + span) // b)[:, None], ((c + span) // b)[None, :]]
+            blocks = bg.noise[r // b : (r + patch_px - 1) // b + 1, c // b : (c + patch_px - 1) // b + 1]
+            noise = np.repeat(np.repeat(blocks, b, 0), b, 1)[r % b : r % b + patch_px, c % b : c % b + patch_px]
             k, flip = int(turns[j]), bool(mirror[j])
             if k or flip:
                 image, breast, noise = (_turn(a, k, flip) for a in (image, breast, noise))
@@ -435,9 +435,17 @@ def _cache_dir(value: str | os.PathLike | None) -> Path | None:
 
 
 def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """``np.rot90(a[:, ::-1] if flip else a, k)`` as a plain view (no copy)."""
     if flip:
         a = a[:, ::-1]
-    return np.rot90(a, k)
+    k %= 4
+    if k == 1:
+        return a.T[::-1]
+    if k == 2:
+        return a[::-1, ::-1]
+    if k == 3:
+        return a.T[:, ::-1]
+    return a
 
 
 def _noise_map(image: np.ndarray, breast: np.ndarray, block: int = NOISE_BLOCK_PX) -> np.ndarray:

@@ -55,8 +55,6 @@ def blur_stamps(groups, sigma_px: float | np.ndarray) -> list:
     Returns groups ``(index, anchor, coverage, thickness, blurred)``: ``coverage`` and
     ``thickness`` keep their size, ``blurred`` is padded by ``m`` pixels on each side.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
-
     out = []
     for index, anchor, cov, thk in groups:
         sig = np.asarray(sigma_px, np.float64)[index] if np.ndim(sigma_px) else np.full(index.size, float(sigma_px))
@@ -69,10 +67,28 @@ def blur_stamps(groups, sigma_px: float | np.ndarray) -> list:
         kern = np.exp(-0.5 * (t[None, :] / safe) ** 2)
         kern[sig < 0.05] = (t == 0)  # no blur for those
         kern = (kern / kern.sum(axis=1, keepdims=True)).astype(np.float32)
-        padded = np.pad(thk, ((0, 0), (2 * m, 2 * m), (2 * m, 2 * m)))
-        rows = np.einsum("grcw,gw->grc", sliding_window_view(padded, 2 * m + 1, axis=1), kern)
-        blurred = np.einsum("grcw,gw->grc", sliding_window_view(rows, 2 * m + 1, axis=2), kern)
-        out.append((index, anchor, cov, thk, np.ascontiguousarray(blurred, dtype=np.float32)))
+        g, k = thk.shape[0], thk.shape[1]
+        padded = np.zeros((g, k + 4 * m, k + 2 * m), np.float32)  # rows padded 2m, columns m
+        padded[:, 2 * m : 2 * m + k, m : m + k] = thk
+        out.append((index, anchor, cov, thk, _separable_blur(padded, kern, m)))
+    return out
+
+
+def _separable_blur(padded: np.ndarray, kern: np.ndarray, m: int) -> np.ndarray:
+    """Blur (G, K + 4m, K + 2m) stamps (rows padded by 2m, columns by m) with one symmetric
+    (2m + 1)-tap kernel per stamp (``kern`` (G, 2m + 1)); returns (G, K + 2m, K + 2m) float32,
+    the stamp's blur spread over a margin of m pixels on every side."""
+    g, h, w = padded.shape
+    taps = 2 * m + 1
+    kr = kern[:, :, None, None]
+    rows = kr[:, 0] * padded[:, 0 : h - 2 * m]  # (G, K + 2m, K + 2m): rows blurred
+    for t in range(1, taps):
+        rows += kr[:, t] * padded[:, t : t + h - 2 * m]
+    cols = np.zeros((g, h - 2 * m, w + 2 * m), np.float32)
+    cols[:, :, m : m + w] = rows
+    out = kr[:, 0] * cols[:, :, 0:w]
+    for t in range(1, taps):
+        out += kr[:, t] * cols[:, :, t : t + w]
     return out
 
 

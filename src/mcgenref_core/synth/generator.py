@@ -425,29 +425,36 @@ def _pick(rng: np.random.Generator, cdf: np.ndarray, size: int | None = None):
 
 
 class _InsidePixels:
-    """The in-breast pixels of N (P, P) masks, for drawing uniform positions inside them
-    (a mask with no breast pixel counts as all breast)."""
+    """Uniform positions inside the breast of N (P, P) masks (a mask with no breast pixel
+    counts as all breast).
+
+    Draws by rejection: ``REJECTION_TRIES`` uniform points per request, the first inside the
+    breast wins (patches are mostly breast, so one almost always is); a request whose tries all
+    fall outside takes a uniform in-breast pixel of its patch instead. Both give a uniform
+    pixel inside the breast plus a uniform sub-pixel offset.
+    """
+
+    REJECTION_TRIES = 8
 
     def __init__(self, breasts: np.ndarray):
-        n, p = breasts.shape[0], breasts.shape[1]
-        flat = breasts.reshape(n, -1)
-        counts = flat.sum(axis=1)
-        empty = counts == 0
-        if empty.any():
-            flat = flat | empty[:, None]
-            counts = flat.sum(axis=1)
-        self.pixels = np.flatnonzero(flat) % (p * p)  # in patch order
-        self.start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        self.count = counts
-        self.p = p
+        self.breasts = breasts
+        self.p = breasts.shape[1]
+        self.empty = ~breasts.reshape(breasts.shape[0], -1).any(axis=1)
 
     def draw(self, rng: np.random.Generator, patch: np.ndarray) -> np.ndarray:
-        """One uniform point (row, col) px inside the breast of each entry of ``patch`` (K,):
-        a uniform in-breast pixel plus a uniform sub-pixel offset; (K, 2) float."""
-        u = rng.uniform(0, 1, patch.size)
-        k = np.minimum((u * self.count[patch]).astype(np.int64), self.count[patch] - 1)
-        flat = self.pixels[self.start[patch] + k]
-        return np.stack(np.divmod(flat, self.p), -1) + rng.uniform(0, 1, (patch.size, 2))
+        """One uniform point (row, col) px inside the breast of each entry of ``patch`` (K,);
+        (K, 2) float."""
+        k, p, tries = patch.size, self.p, self.REJECTION_TRIES
+        points = rng.uniform(0, p, (k, tries, 2))
+        cells = points.astype(np.int64)
+        inside = self.breasts[patch[:, None], cells[..., 0], cells[..., 1]] | self.empty[patch][:, None]
+        first = np.argmax(inside, axis=1)
+        out = points[np.arange(k), first]
+        for j in np.flatnonzero(~inside.any(axis=1)):  # rare: a patch with little breast
+            pixels = np.flatnonzero(self.breasts[patch[j]])
+            flat = pixels[rng.integers(pixels.size)]
+            out[j] = np.array(divmod(int(flat), p)) + rng.uniform(0, 1, 2)
+        return out
 
 
 def _empty_mcs() -> dict[str, np.ndarray]:

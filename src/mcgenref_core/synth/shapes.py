@@ -277,10 +277,11 @@ def _pixel_mean(sub: np.ndarray, g: int, k: int, ss: int) -> np.ndarray:
 
 def _star_q(rotation: np.ndarray, radii: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     """rho / r(theta) for star shapes of ``rotation`` (G,) and ``radii`` (G, N_ANGLES) at
-    offsets ``dy``, ``dx`` broadcastable to (G, A, B) pixels; (G, A, B) float32."""
+    offsets ``dy``, ``dx`` (pixels) broadcastable to (G, ...); float32 of that shape."""
     rho = np.sqrt(dy * dy + dx * dx)
     ang = np.arctan2(dy, dx)
-    ang -= rotation.astype(np.float32)[:, None, None]
+    lead = (-1,) + (1,) * (ang.ndim - 1)
+    ang -= rotation.astype(np.float32).reshape(lead)
     ang *= np.float32(N_ANGLES / (2 * math.pi))
     t = np.mod(ang, np.float32(N_ANGLES), out=ang)
     j = t.astype(np.int32)
@@ -289,7 +290,7 @@ def _star_q(rotation: np.ndarray, radii: np.ndarray, dy: np.ndarray, dx: np.ndar
     g = rotation.size
     radii = radii.astype(np.float32)
     slope = np.roll(radii, -1, axis=1) - radii  # r[j + 1] - r[j], wrapping round
-    j += (np.arange(g, dtype=np.int32) * N_ANGLES)[:, None, None]
+    j += (np.arange(g, dtype=np.int32) * N_ANGLES).reshape(lead)
     r = radii.ravel()[j]
     r += t * slope.ravel()[j]
     return np.divide(rho, r, out=rho)
@@ -312,15 +313,31 @@ def _render_star(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple[n
     thk = np.zeros((g, k, k), np.float32)
     if bg.size:
         sub = (np.arange(ss, dtype=np.float32) + 0.5) / ss
-        sy = br[:, None, None] + sub[None, :, None] - offset[bg, 0, None, None]  # (B, S, 1)
-        sx = bc[:, None, None] + sub[None, None, :] - offset[bg, 1, None, None]  # (B, 1, S)
+        sy = (br - offset[bg, 0]).astype(np.float32)[:, None] + np.repeat(sub, ss)[None, :]  # (B, S*S)
+        sx = (bc - offset[bg, 1]).astype(np.float32)[:, None] + np.tile(sub, ss)[None, :]
         q2 = _star_q(s.rotation[bg], s.radii[bg], sy, sx)
         q2 *= q2
-        cov[bg, br, bc] = (q2 < 1.0).mean(axis=(1, 2), dtype=np.float32)
+        cov[bg, br, bc] = (q2 < 1.0).mean(axis=1, dtype=np.float32)
         thick = np.subtract(np.float32(1.0), q2, out=q2)
         np.maximum(thick, 0.0, out=thick)
-        thk[bg, br, bc] = np.sqrt(thick, out=thick).mean(axis=(1, 2), dtype=np.float32)
+        thk[bg, br, bc] = np.sqrt(thick, out=thick).mean(axis=1, dtype=np.float32)
     return cov, thk
+
+
+def _point_segment_d2(py: np.ndarray, px: np.ndarray, ay, ax, by, bx) -> np.ndarray:
+    """Squared distance (px²) from points (``py``, ``px``) to the segments from (``ay``, ``ax``)
+    to (``by``, ``bx``), all broadcast together; float32."""
+    vy, vx = by - ay, bx - ax
+    inv_len2 = 1.0 / np.maximum(vy * vy + vx * vx, np.float32(1e-12))
+    ry, rx = py - ay, px - ax
+    tt = (ry * vy + rx * vx) * inv_len2
+    np.clip(tt, 0.0, 1.0, out=tt)
+    ry -= tt * vy
+    rx -= tt * vx
+    ry *= ry
+    rx *= rx
+    ry += rx
+    return ry
 
 
 def _segment_d2(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
@@ -356,25 +373,65 @@ def _render_linear(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple
     g = len(s)
     segs = s.segments.astype(np.float32)  # (G, N_SEGMENTS, 2, 2)
     half_w = (s.width.astype(np.float32) / 2)
-    c = np.arange(k, dtype=np.float32) + 0.5
-    dy = c[None, :, None] - offset[:, 0, None, None]  # (G, K, 1)
-    dx = c[None, None, :] - offset[:, 1, None, None]  # (G, 1, K)
-    reach2 = (half_w + np.float32(0.75))[:, None, None] ** 2
-    near = np.stack([_segment_d2(segs[:, None, None, i : i + 1], dy, dx) < reach2 for i in range(N_SEGMENTS)], -1)
-    pg, pr, pc, ps = np.nonzero(near)  # (pixel, segment) pairs, sorted by pixel
+    pg, pr, pc, ps = _near_pixel_segments(segs, half_w + np.float32(0.75), k, offset)
     cov = np.zeros((g, k, k), np.float32)
     thk = np.zeros((g, k, k), np.float32)
     if pg.size:
         sub = (np.arange(ss, dtype=np.float32) + 0.5) / ss
-        sy = pr[:, None, None] + sub[None, :, None] - offset[pg, 0, None, None]  # (P, S, 1)
-        sx = pc[:, None, None] + sub[None, None, :] - offset[pg, 1, None, None]  # (P, 1, S)
-        seg = segs[pg, ps][:, None, None, None]  # (P, 1, 1, 1, 2, 2)
-        dd = _segment_d2(seg, sy, sx)  # (P, S, S)
+        sub_r = np.repeat(sub, ss)[None, :]  # (1, S*S) sub-pixel offsets, row-major
+        sub_c = np.tile(sub, ss)[None, :]
+        sy = (pr - offset[pg, 0]).astype(np.float32)[:, None] + sub_r  # (P, S*S) from the MC centre
+        sx = (pc - offset[pg, 1]).astype(np.float32)[:, None] + sub_c
+        a = segs[pg, ps]  # (P, 2, 2): the pair's segment
+        dd = _point_segment_d2(sy, sx, a[:, 0, 0, None], a[:, 0, 1, None], a[:, 1, 0, None], a[:, 1, 1, None])
         flat = (pg * k + pr) * k + pc
         first = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
-        dd = np.minimum.reduceat(dd, first, axis=0)  # nearest segment per pixel: (B, S, S)
+        count = np.diff(np.append(first, flat.size))
+        nearest = dd[first]  # nearest segment per pixel: (B, S*S)
+        for extra in range(1, int(count.max())):
+            more = np.flatnonzero(count > extra)
+            nearest[more] = np.minimum(nearest[more], dd[first[more] + extra])
         bg, br, bc = pg[first], pr[first], pc[first]
-        q2 = dd / (half_w[bg, None, None] ** 2)
-        cov[bg, br, bc] = (q2 < 1.0).mean(axis=(1, 2), dtype=np.float32)
-        thk[bg, br, bc] = np.sqrt(np.maximum(1.0 - q2, 0.0)).mean(axis=(1, 2), dtype=np.float32)
+        q2 = nearest / (half_w[bg, None] ** 2)
+        cov[bg, br, bc] = (q2 < 1.0).mean(axis=1, dtype=np.float32)
+        thk[bg, br, bc] = np.sqrt(np.maximum(1.0 - q2, 0.0)).mean(axis=1, dtype=np.float32)
     return cov, thk
+
+
+#: block edge (px) of the coarse pass of :func:`_near_pixel_segments`
+NEAR_BLOCK_PX = 4
+
+
+def _near_pixel_segments(segs: np.ndarray, reach: np.ndarray, k: int, offset: np.ndarray):
+    """The (MC, row, col, segment) quadruples of (K, K) stamps whose pixel centre lies within
+    ``reach`` (G,) px of segment ``segs[g, s]`` ((G, N_SEGMENTS, 2, 2), relative to the MC
+    centre at ``offset`` (G, 2) in stamp coordinates); four int arrays, sorted by pixel.
+
+    A coarse pass on ``NEAR_BLOCK_PX`` blocks (a block's centre within reach + half its
+    diagonal) picks the blocks to look at; only their pixels are measured.
+    """
+    b = NEAR_BLOCK_PX
+    nb = -(-k // b)
+    centre = (np.arange(nb, dtype=np.float32) + 0.5) * b
+    by = centre[None, :, None] - offset[:, 0, None, None]  # (G, nb, 1)
+    bx = centre[None, None, :] - offset[:, 1, None, None]  # (G, 1, nb)
+    block_reach2 = ((reach + np.float32(b / math.sqrt(2)))[:, None, None, None]) ** 2
+    near_blocks = _segment_d2_each(segs[:, None, None], by, bx) < block_reach2  # (G, nb, nb, S)
+    qg, qi, qj, qs = np.nonzero(near_blocks)
+    u = np.arange(b)
+    rows = (qi[:, None, None] * b + u[None, :, None]) + np.zeros((1, 1, b), np.int64)  # (Q, b, b)
+    cols = (qj[:, None, None] * b + u[None, None, :]) + np.zeros((1, b, 1), np.int64)
+    dy = rows.astype(np.float32) + np.float32(0.5) - offset[qg, 0, None, None]
+    dx = cols.astype(np.float32) + np.float32(0.5) - offset[qg, 1, None, None]
+    d2 = _segment_d2(segs[qg, qs][:, None, None, None], dy, dx)  # (Q, b, b)
+    hit = (d2 < (reach[qg] ** 2)[:, None, None]) & (rows < k) & (cols < k)
+    q, i, j = np.nonzero(hit)
+    pg, pr, pc, ps = qg[q], rows[q, i, j], cols[q, i, j], qs[q]
+    order = np.lexsort((ps, (pg * k + pr) * k + pc))
+    return pg[order], pr[order], pc[order], ps[order]
+
+
+def _segment_d2_each(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
+    """Squared distance from offsets (dy, dx) to each of the segments ``segs`` (shape
+    (..., S, 2, 2)); the segments on a last axis: (..., S)."""
+    return np.stack([_segment_d2(segs[..., i : i + 1, :, :], dy, dx) for i in range(segs.shape[-3])], -1)
