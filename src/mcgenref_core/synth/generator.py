@@ -184,7 +184,8 @@ class SyntheticPairGenerator:
     def _place(self, plan: dict[str, Any], shapes, breasts: np.ndarray) -> np.ndarray:
         """Keep MCs inside their patch's breast and apart from the other MCs of that patch,
         moving those that are not to their next candidate position (``plan["candidates"]``);
-        returns the indices kept (sorted)."""
+        when two candidates of a round clash, the earlier one is kept and the later one moves
+        on. Returns the indices kept (sorted)."""
         c = self.config
         p = breasts.shape[1]
         patch = plan["patch"]
@@ -208,12 +209,9 @@ class SyntheticPairGenerator:
             clash = (d < need) & (patch[todo, None] == patch[None, :])
             clash[np.arange(todo.size), todo] = False
             ok &= ~np.any(clash & kept[None, :], axis=1)
-            among = clash[:, todo]  # clashes between this round's candidates
-            free = ok & ~np.any(among, axis=1)
-            kept[todo[free]] = True
-            for j in np.flatnonzero(ok & ~free):  # settle candidate-candidate clashes in order
-                if not np.any(clash[j] & kept):
-                    kept[todo[j]] = True
+            # between this round's candidates the earlier one wins; the later one tries again
+            among = np.tril(clash[:, todo] & ok[None, :], k=-1)
+            kept[todo[ok & ~np.any(among, axis=1)]] = True
             todo = todo[~kept[todo]]
             if todo.size == 0:
                 break
