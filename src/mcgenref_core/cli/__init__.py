@@ -15,7 +15,7 @@ from .._version import __version__
 from ..errors import Cancelled, McGenRefError
 
 #: subcommand modules, in the order ``--help`` lists them (each imports torch only when run).
-SUBCOMMANDS = ("info", "synth", "train", "segment", "demo")
+SUBCOMMANDS = ("info", "synth", "train", "segment", "batch", "evaluate", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

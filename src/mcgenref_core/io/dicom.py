@@ -190,6 +190,61 @@ def check_header(path: Path, ds: Any) -> None:
         have = len(ds.PixelData or b"")
         if have < need:
             raise InputError(path, f"DICOM pixel data is truncated: {have} of {need} bytes present")
+    else:
+        check_compressed_frame(path, ds, rows, cols)
+
+
+def check_compressed_frame(path: Path, ds: Any, rows: int, cols: int) -> None:
+    """Refuse compressed pixel data that cannot be the Rows x Columns image the header claims,
+    before a decoder allocates that image: an RLE frame too short to expand to it (RLE
+    expands at most 64-fold), or a JPEG / JPEG-LS / JPEG 2000 codestream of another size."""
+    from pydicom.encaps import generate_frames
+    from pydicom.uid import RLELossless
+
+    try:
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1), b"")
+    except Exception as exc:
+        raise InputError(path, f"compressed DICOM pixel data is damaged ({_brief(exc)})") from None
+    if not frame:
+        raise InputError(path, "compressed DICOM pixel data holds no frame (file truncated?)")
+    if ds.file_meta.TransferSyntaxUID == RLELossless:
+        need = rows * cols * max(1, math.ceil(_int(ds, "BitsAllocated", 16) / 8))
+        if (len(frame) - 64) * 64 < need:
+            raise InputError(path, f"RLE pixel data ({len(frame)} bytes) is too short to hold {rows}x{cols} pixels (truncated or damaged)")
+        return
+    size = codestream_size(frame)
+    if size is not None and size != (rows, cols):
+        raise InputError(path, f"compressed image is {size[0]}x{size[1]} pixels but the DICOM header says {rows}x{cols}")
+
+
+def codestream_size(frame: bytes) -> tuple[int, int] | None:
+    """(rows, cols) written in a JPEG / JPEG-LS frame header (SOFn) or a JPEG 2000 SIZ marker;
+    None when the bytes hold neither (or the JPEG defers its height to a DNL marker)."""
+    siz = frame.find(b"\xff\x4f\xff\x51", 0, 4096)  # JPEG 2000: SOC then SIZ (also inside a JP2 box)
+    if siz >= 0 and len(frame) >= siz + 24:
+        xsiz, ysiz, xo, yo = (int.from_bytes(frame[siz + 8 + 4 * i : siz + 12 + 4 * i], "big") for i in range(4))
+        return ysiz - yo, xsiz - xo
+    if frame[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(frame):
+        if frame[pos] != 0xFF:
+            return None
+        marker = frame[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(frame[pos + 2 : pos + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
+            if pos + 9 > len(frame):
+                return None
+            height = int.from_bytes(frame[pos + 5 : pos + 7], "big")
+            width = int.from_bytes(frame[pos + 7 : pos + 9], "big")
+            return (height, width) if height else None
+        if marker == 0xDA or length < 2:  # start of scan without a frame header: give up
+            return None
+        pos += 2 + length
+    return None
 
 
 def _decode(path: Path, ds: Any, ts_name: str) -> np.ndarray:

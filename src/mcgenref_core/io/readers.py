@@ -7,9 +7,12 @@ problem with a file is raised as :class:`~mcgenref_core.errors.InputError` namin
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -292,22 +295,26 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_logger("tifffile"), tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise InputError(path, "TIFF holds no image")
             series = tif.series[0]
             shape = tuple(series.shape)
             page = tif.pages[0]
-            if getattr(page, "photometric", None) is not None and page.photometric.name in ("RGB", "YCBCR", "PALETTE", "CMYK"):
-                raise InputError(path, f"is a colour TIFF ({page.photometric.name}); a mammogram must be single-channel greyscale")
+            photometric = getattr(page, "photometric", None)
+            if photometric is not None and not hasattr(photometric, "name"):
+                raise InputError(path, f"TIFF photometric interpretation {photometric!r} is not a known one")
+            if photometric is not None and photometric.name in ("RGB", "YCBCR", "PALETTE", "CMYK"):
+                raise InputError(path, f"is a colour TIFF ({photometric.name}); a mammogram must be single-channel greyscale")
             squeezed = tuple(s for s in shape if s != 1)
             if len(squeezed) != 2:
                 raise InputError(path, f"is a {len(shape)}-D TIFF (shape {shape}); a mammogram must be one 2-D greyscale image")
             check_shape(path, squeezed)
             spacing, source = _tiff_pixel_size(page)
-            inverted = getattr(page, "photometric", None) is not None and page.photometric.name == "MINISWHITE"
+            inverted = photometric is not None and photometric.name == "MINISWHITE"
             dtype = np.dtype(series.dtype)
             nbytes = int(np.prod(shape)) * dtype.itemsize
+            _check_tiff_data(path, page, nbytes, path.stat().st_size)
             use_lazy = lazy if lazy is not None else nbytes > LAZY_BYTES
             if use_lazy:
                 import dask.array as da
@@ -340,6 +347,39 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
         original_photometric="MONOCHROME1" if inverted else "MONOCHROME2",
     )
     return _with_name_hints(mammo)
+
+
+#: Most bytes one compressed byte can decode to, per TIFF compression code (deflate 1032:1,
+#: PackBits 64:1, LZW about 4096:1 with 12-bit codes); codecs not listed are not checked.
+_TIFF_MAX_RATIO = {1: 1, 8: 1100, 32946: 1100, 32773: 70, 5: 4200}
+
+
+def _check_tiff_data(path: Path, page: Any, nbytes: int, file_size: int) -> None:
+    """Refuse a TIFF whose strips/tiles lie past the end of the file, or are too few bytes to
+    hold the ``nbytes`` its header claims (truncated or damaged), before any pixel is decoded."""
+    offsets = tuple(getattr(page, "dataoffsets", ()) or ())
+    counts = tuple(getattr(page, "databytecounts", ()) or ())
+    if not offsets or not counts:
+        return
+    if any(o + c > file_size for o, c in zip(offsets, counts) if c):
+        raise InputError(path, "TIFF is truncated or damaged: its pixel data runs past the end of the file")
+    ratio = _TIFF_MAX_RATIO.get(int(getattr(page, "compression", 1) or 1))
+    have = sum(counts)
+    if ratio is not None and have * ratio < nbytes:
+        raise InputError(path, f"TIFF is truncated or damaged: {have} bytes of pixel data cannot hold the {nbytes} its header claims")
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Silence a library's logger for a moment (its warnings about a damaged file would add
+    lines to the one-line error)."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _tiff_pixel_size(page: Any) -> tuple[float | None, str]:

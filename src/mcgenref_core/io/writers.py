@@ -17,17 +17,23 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     Works for files and folders (zarr stores). On error the temporary is removed and the
-    previous ``path`` (if any) is left untouched.
+    previous ``path`` (if any) is left untouched; an ``OSError`` (disk full, no permission, a
+    file where a folder should be) becomes ``InputError`` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_folder(path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(path, f"cannot be written ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
@@ -38,11 +44,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as exc:  # disk full, permission denied, a folder in the way...
+        raise InputError(path, f"cannot be written ({exc.strerror or exc})") from None
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def ensure_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) if needed; ``InputError`` when it cannot be a folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(folder, "cannot be made a folder for outputs: a file is in the way") from None
+    except OSError as exc:
+        raise InputError(folder, f"output folder cannot be created ({exc.strerror or exc})") from None
+    return folder
 
 
 def _umask() -> int:

@@ -49,16 +49,55 @@ class Weights:
         return float(self.metadata["working_pixel_size_mm"])
 
     def build_model(self):
-        """Instantiate the architecture named in the metadata and load the tensors (eval mode)."""
+        """Instantiate the architecture named in the metadata and load the tensors (eval mode).
+
+        The architecture is first built on torch's ``meta`` device (no memory) and its tensor
+        shapes compared with the file's, so damaged or hostile metadata (a width of 100000, an
+        unknown argument) is refused with one ``InputError`` instead of allocating or crashing.
+        """
+        import torch
+
         from .registry_arch import build_architecture
 
-        model = build_architecture(self.metadata.get("architecture", {}), source=str(self.path))
+        spec = self.metadata.get("architecture", {})
+        if not isinstance(spec, dict) or not isinstance(spec.get("kwargs", {}), dict) or not _plausible_kwargs(spec.get("kwargs", {})):
+            raise InputError(self.path, "weights metadata holds no usable architecture (name and plausible keyword arguments)")
+        name = spec.get("name")
+        try:
+            with torch.device("meta"):
+                skeleton = build_architecture(spec, source=str(self.path))
+        except InputError:
+            raise
+        except Exception as exc:  # TypeError, ValueError, RuntimeError from a damaged spec
+            raise InputError(self.path, f"weights metadata names a {name} that cannot be built ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+        expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        found = {k: tuple(getattr(v, "shape", ())) for k, v in self.state_dict.items()}
+        if expected != found:
+            missing = sorted(set(expected) ^ set(found)) or sorted(k for k in expected if expected[k] != found[k])
+            raise InputError(self.path, f"weights do not fit the {name} architecture their metadata names (first difference: {missing[0]})")
+        model = build_architecture(spec, source=str(self.path))
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
-            raise InputError(self.path, f"weights do not fit the {self.metadata.get('architecture', {}).get('name')} architecture ({str(exc).splitlines()[0][:120]})") from None
+            raise InputError(self.path, f"weights do not fit the {name} architecture ({str(exc).splitlines()[0][:120]})") from None
         model.eval()
         return model
+
+
+#: Largest magnitude of a number in an architecture's keyword arguments (widths, depths).
+_MAX_ARCH_NUMBER = 10_000
+
+
+def _plausible_kwargs(value: Any) -> bool:
+    """True when every number in ``value`` (nested lists/dicts too) is finite and at most
+    ``_MAX_ARCH_NUMBER`` in magnitude: a depth of 10**9 would exhaust memory before torch."""
+    if isinstance(value, dict):
+        return all(_plausible_kwargs(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return len(value) <= _MAX_ARCH_NUMBER and all(_plausible_kwargs(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return abs(value) <= _MAX_ARCH_NUMBER
+    return True
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -118,8 +157,16 @@ def load_weights(path: str | os.PathLike, expected_sha256: str | None = None, na
         metadata = json.loads(header_meta[METADATA_KEY])
     except json.JSONDecodeError:
         raise InputError(path, "weights metadata is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise InputError(path, "weights metadata is not a JSON object")
     if "working_pixel_size_mm" not in metadata:
         raise InputError(path, "weights metadata lacks working_pixel_size_mm")
+    try:
+        working = float(metadata["working_pixel_size_mm"])
+    except (TypeError, ValueError):
+        working = float("nan")
+    if not 0 < working <= 5:  # also refuses NaN
+        raise InputError(path, f"weights metadata has an implausible working_pixel_size_mm {metadata['working_pixel_size_mm']!r}")
     return Weights(path=path, state_dict=tensors, metadata=metadata, sha256=digest, name=name)
 
 
