@@ -24,13 +24,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: str | None) -> dict:
-    """Pooled scores of the segmentor over ``n`` synthetic pairs on the regime's val normals."""
+def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_name: str | None) -> dict:
+    """``n`` synthetic pairs on the regime's val normals and the segmentor's probabilities on them.
+
+    Returns images (n, P, P) float32, masks (n, P, P) uint16, prob (n, P, P) float32, the
+    weights' operating ``threshold``, the working ``pixel_size_mm`` and the ``backgrounds`` used.
+    """
     from mcgenref_core.device import make_predictor
     from mcgenref_core.models.weights import resolve_weights
     from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
     from mcgenref_core.synth.splits import default_backgrounds
-    from mcgenref_core.train import REGIME_PIXEL_SIZE_MM, patch_scores
+    from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
 
     spacing = REGIME_PIXEL_SIZE_MM[regime]
     weights = resolve_weights(weights_name, "segmentor", spacing)
@@ -40,17 +44,34 @@ def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: 
     images, masks = gen.batch(n, np.random.default_rng(2024))
     predict = make_predictor(weights.build_model(), "cpu")
     logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, n, 16)])
-    prob = 1 / (1 + np.exp(-logits))
-    threshold = float(weights.metadata.get("operating_threshold", 0.5))
+    prob = (1 / (1 + np.exp(-logits))).astype(np.float32)
+    return {"images": images, "masks": masks, "prob": prob, "threshold": float(weights.metadata.get("operating_threshold", 0.5)),
+            "pixel_size_mm": spacing, "backgrounds": files}
+
+
+def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: str | None, pairs: dict | None = None) -> dict:
+    """Pooled scores of the segmentor over ``n`` synthetic pairs on the regime's val normals.
+
+    ``pairs`` (from :func:`synthetic_predictions`) reuses pairs and probabilities already made.
+    """
+    from mcgenref_core.train import patch_scores
+
+    pairs = pairs or synthetic_predictions(regime, data, n, patch, weights_name)
+    prob, masks, spacing, threshold = pairs["prob"], pairs["masks"], pairs["pixel_size_mm"], pairs["threshold"]
     scores = patch_scores(prob, masks, spacing, threshold)
     scores_05 = patch_scores(prob, masks, spacing, 0.5)
-    return {"regime": regime, "backgrounds": [f.name for f in files], "pairs": n, "patch_px": patch,
+    return {"regime": regime, "backgrounds": [f.name for f in pairs["backgrounds"]], "pairs": len(prob), "patch_px": prob.shape[-1],
             "threshold": threshold, "at_operating_point": scores, "at_0.5": scores_05}
 
 
-def mias_clusters(data: Path, weights_name: str | None) -> dict:
-    """Cluster sensitivity on the located dev circles and FP clusters per validation normal."""
+def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = None, max_images: int | None = None) -> dict:
+    """Cluster sensitivity on the located dev circles and FP clusters per validation normal.
+
+    ``out_dir`` also writes each segmentation there (the files of ``mcgenref segment``);
+    ``max_images`` takes only the first CALC images and validation normals (a smoke run).
+    """
     from mcgenref_core.io import read_mammogram
+    from mcgenref_core.io.results import write_segmentation
     from mcgenref_core.models.weights import resolve_weights
     from mcgenref_core.segment import InferenceConfig, segment
     from mcgenref_core.synth.splits import mias_normals, read_mias_info
@@ -66,8 +87,10 @@ def mias_clusters(data: Path, weights_name: str | None) -> dict:
     found = total = outside = 0
     per_image = {}
     start = time.perf_counter()
-    for refnum, rs in sorted(circles.items()):
+    for refnum, rs in sorted(circles.items())[:max_images]:
         result = segment(read_mammogram(mias / f"{refnum}.pgm"), config, weights=weights)
+        if out_dir is not None:
+            write_segmentation(out_dir, refnum, result.labels, result.prob, result.record, 0.2)
         centres = [c["centroid_rc"] for c in result.record["clusters"]]
         hits = []
         for r in rs:
@@ -78,11 +101,13 @@ def mias_clusters(data: Path, weights_name: str | None) -> dict:
         out = sum(all((cr - r.row) ** 2 + (cc - r.col) ** 2 > r.radius**2 for r in rs) for cr, cc in centres)
         outside += out
         per_image[refnum] = {"circles_found": int(sum(hits)), "circles": len(rs), "clusters": len(centres), "clusters_outside": out}
-    normals = mias_normals(mias, "val")
+    normals = mias_normals(mias, "val")[:max_images]
     fp_clusters = fp_components = 0
     area_cm2 = 0.0
     for path in normals:
         result = segment(read_mammogram(path), config, weights=weights)
+        if out_dir is not None:
+            write_segmentation(out_dir, path.stem, result.labels, result.prob, result.record, 0.2)
         fp_clusters += len(result.record["clusters"])
         fp_components += len(result.record["mcs"])
         area_cm2 += result.record["breast_area_cm2"]
@@ -90,7 +115,7 @@ def mias_clusters(data: Path, weights_name: str | None) -> dict:
         "circles_found": found, "circles": total,
         "fp_clusters_per_val_normal": fp_clusters / len(normals), "val_normals": len(normals),
         "fp_components_per_cm2_val_normals": fp_components / area_cm2,
-        "clusters_outside_circles_on_calc_images": outside, "calc_images": len(circles),
+        "clusters_outside_circles_on_calc_images": outside, "calc_images": len(per_image),
         "per_image": per_image, "threshold": float(weights.metadata.get("operating_threshold", 0.5)),
         "seconds": time.perf_counter() - start,
     }

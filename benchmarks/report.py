@@ -1,0 +1,574 @@
+"""Regenerate docs/results.md: base segmentor, classical baseline, TT-GPR status, FROCs, overlays, speed.
+
+One command measures everything the results page shows and rewrites it (with its PNGs under
+``docs/images/`` and every number in ``docs/images/results.json``):
+
+- synthetic MCs on held-out backgrounds (``segmentor_quality.synthetic_predictions``): the
+  segmentor's table as before, the full pixel level, MC-level FROC per cm², the white top-hat
+  baseline on the same pairs;
+- the mini-MIAS development split (``segmentor_quality.mias_clusters``, outputs kept and scored
+  again by ``mcgenref evaluate``'s engine): cluster sensitivity, false clusters per validation
+  normal, cluster FROC, the baseline beside it, example overlays (found, missed, false);
+- the digital mammograms (false components per cm² of breast), segmentor and baseline;
+- full-field inference speed (``inference.py``: ``mcgenref segment`` and the engine in fresh
+  processes, MONAI's sliding window when installed);
+- TT-GPR: measured when flow weights are found, else the row says why not.
+
+Run: ``python benchmarks/report.py [--data ../shared/data]`` (about 15-25 minutes on a 2-core
+CPU). ``--quick`` is a smoke run on a few images writing to a temporary folder (or ``--out``),
+never to docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import segmentor_quality  # noqa: E402
+
+NYU_IMAGES = (
+    ("gmic-0_L-CC.png", "negative, never a training background (the digital calibration image)"),
+    ("1_L_CC.png", "negative, training background"),
+    ("gmic-0_L-MLO.png", "negative, training background"),
+    ("1_R_CC.png", "malignant finding (location unknown)"),
+    ("2_L_CC.png", "benign finding, another woman (location unknown)"),
+    ("gmic-0_R-CC.png", "benign finding"),
+    ("gmic-0_R-MLO.png", "benign finding"),
+)
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+def evaluate_patches(pairs: dict, prob: np.ndarray, threshold: float, config) -> dict:
+    """Score (N, P, P) probabilities against the pairs' masks with the evaluation engine.
+
+    Components as ``patch_scores`` makes them (``prob >= threshold``, no area limit); the
+    evaluation region is the whole patch (patches are sampled inside the breast).
+    """
+    from mcgenref_core.evaluation.engine import evaluate_items
+    from mcgenref_core.evaluation.froc import threshold_grid
+    from mcgenref_core.evaluation.predictions import Prediction
+    from mcgenref_core.evaluation.truth import ImageTruth
+    from mcgenref_core.postprocess import label_mcs
+
+    px = pairs["pixel_size_mm"]
+    items = []
+    for i, (p, m) in enumerate(zip(prob, pairs["masks"])):
+        pred = Prediction(f"pair{i:04d}", Path(f"pair{i:04d}"), label_mcs(p, threshold, 0.0, px, None), px, prob=p,
+                          threshold=threshold, min_area_mm2=0.0, max_area_mm2=None)
+        truth = ImageTruth(f"pair{i:04d}", Path("synthetic"), "mask", mask=m.astype(np.int64), normal=not m.any())
+        items.append((pred, truth))
+    grid = threshold_grid(config.froc_thresholds, config.froc_logit_range, (threshold,))
+    report = evaluate_items(items, config, grid)
+    return {"report": report.summary, "results": report.images}
+
+
+def synthetic_section(regime: str, data: Path, n: int, patch: int, config) -> dict:
+    """Segmentor (as segmentor_quality reports it, plus the evaluation suite) and baseline on synthetic pairs."""
+    from mcgenref_core.evaluation.baselines import TopHatConfig, tophat_patch_scores
+
+    start = time.perf_counter()
+    pairs = segmentor_quality.synthetic_predictions(regime, data, n, patch, None)
+    legacy = segmentor_quality.synthetic_scores(regime, data, n, patch, None, pairs=pairs)
+    seg = evaluate_patches(pairs, pairs["prob"], pairs["threshold"], config)
+    base_prob = tophat_patch_scores(pairs["images"], pairs["pixel_size_mm"], TopHatConfig())
+    base = evaluate_patches(pairs, base_prob, 0.5, config)
+    return {"legacy": legacy, "segmentor": seg, "baseline": base, "pairs": pairs, "baseline_prob": base_prob,
+            "seconds": time.perf_counter() - start}
+
+
+def mias_section(data: Path, work: Path, config, max_images: int | None) -> dict:
+    """mini-MIAS dev: segmentor via segmentor_quality.mias_clusters, then both methods through the engine."""
+    from mcgenref_core.evaluation.baselines import TopHatConfig, detect_tophat
+    from mcgenref_core.evaluation.engine import evaluate
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.io.results import write_segmentation
+
+    start = time.perf_counter()
+    seg_dir, base_dir = work / "mias-segmentor", work / "mias-tophat"
+    legacy = segmentor_quality.mias_clusters(data, None, out_dir=seg_dir, max_images=max_images)
+    info = data / "mias-dev" / "Info.txt"
+    for labels in sorted(seg_dir.glob("*.labels.tif")):
+        stem = labels.name[: -len(".labels.tif")]
+        result = detect_tophat(read_mammogram(data / "mias-dev" / f"{stem}.pgm"), TopHatConfig())
+        write_segmentation(base_dir, stem, result.labels, result.prob, result.record, 0.2)
+    cfg = config.replace(format="mias", subset=True)
+    seg = evaluate(seg_dir, info, cfg)
+    base = evaluate(base_dir, info, cfg)
+    return {"legacy": legacy, "segmentor": seg, "baseline": base, "seg_dir": seg_dir, "seconds": time.perf_counter() - start}
+
+
+def digital_section(data: Path) -> dict:
+    """False components per cm² and clusters on the NYU digital views, segmentor and baseline."""
+    from mcgenref_core.evaluation.baselines import TopHatConfig, detect_tophat
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    weights = resolve_weights(None, "segmentor", 0.07)
+    rows = []
+    start = time.perf_counter()
+    for name, status in NYU_IMAGES:
+        path = data / "nyu-ffdm" / name
+        if not path.is_file():
+            continue
+        mammo = read_mammogram(path, pixel_size_mm=0.07)
+        seg = segment(mammo, InferenceConfig(device="cpu"), weights=weights).record
+        base = detect_tophat(mammo, TopHatConfig()).record
+        area = seg["breast_area_cm2"]
+        rows.append({"image": path.stem, "status": status, "breast_cm2": area,
+                     "segmentor_per_cm2": len(seg["mcs"]) / area, "segmentor_clusters": len(seg["clusters"]),
+                     "baseline_per_cm2": len(base["mcs"]) / base["breast_area_cm2"], "baseline_clusters": len(base["clusters"])})
+    return {"rows": rows, "seconds": time.perf_counter() - start}
+
+
+def timing_section(data: Path, quick: bool) -> dict:
+    """Full-field inference speed from inference.py (fresh processes), MONAI when installed."""
+    import importlib.util
+
+    import inference
+
+    monai = importlib.util.find_spec("monai") is not None
+    cases = {"film 1024×1024 (`mdb209`, 0.2 mm)": ("mias-dev/mdb209.pgm", 0.2)} if quick else {
+        "digital 3328×2560 (`1_L_CC`, 0.07 mm)": ("nyu-ffdm/1_L_CC.png", 0.07),
+        "film 1024×1024 (`mdb209`, 0.2 mm)": ("mias-dev/mdb209.pgm", 0.2)}
+    rows = []
+    load_before = os.getloadavg()
+    for name, (rel, spacing) in cases.items():
+        image = str(data / rel)
+        row = {"case": name}
+        if quick:  # in this process: no start-up cost measured
+            row["ours_s"] = inference.measure("ours", image, spacing, "cpu")["seconds"]
+        else:
+            cli = inference.cli_seconds(image, spacing, "cpu")
+            ours = inference.child("ours", image, spacing, "cpu")
+            row.update(cli_s=cli["seconds"], ours_s=ours["seconds"], ours_peak_mb=ours["peak_rss_mb"])
+            if monai:
+                row["monai_s"] = inference.child("monai", image, spacing, "cpu")["seconds"]
+                row["monai_bf16_s"] = inference.child("monai_bf16", image, spacing, "cpu")["seconds"]
+        rows.append(row)
+    return {"rows": rows, "monai": monai, "load_before": load_before, "load_after": os.getloadavg(), "quick": quick}
+
+
+def ttgpr_section() -> dict:
+    """Whether TT-GPR can be measured here (flow weights found)."""
+    from mcgenref_core.evaluation.baselines import ttgpr_status
+
+    return {"film": ttgpr_status(0.2), "digital": ttgpr_status(0.07)}
+
+
+# --- pictures -------------------------------------------------------------------------------
+
+def froc_plots(results: dict, images: Path) -> dict[str, str]:
+    """FROC PNGs: synthetic MC level per cm² (each regime) and mini-MIAS cluster level."""
+    from mcgenref_core.evaluation.report import plot_frocs
+
+    out = {}
+    for key, section in results["synthetic"].items():
+        series = {"segmentor": section["segmentor"]["report"]["froc"]["mc_per_cm2"],
+                  "white top-hat": section["baseline"]["report"]["froc"]["mc_per_cm2"]}
+        path = plot_frocs(series, images / f"froc_synthetic_{key}.png", f"synthetic MCs, {key} (MC level)")
+        out[f"synthetic_{key}"] = path.name
+    mias = results["mias"]
+    series = {name: mias[name].summary["froc"]["cluster"] for name in ("segmentor", "baseline")
+              if "curve" in mias[name].summary["froc"].get("cluster", {})}
+    if series:
+        series = {("white top-hat" if k == "baseline" else k): v for k, v in series.items()}
+        out["mias"] = plot_frocs(series, images / "froc_mias_clusters.png", "mini-MIAS dev, cluster level").name
+    return out
+
+
+def _rings(draw, points, radius: float, colour, scale: float = 1.0, offset=(0, 0), width: int = 2) -> None:
+    for r, c in points:
+        y, x = (r - offset[0]) * scale, (c - offset[1]) * scale
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=colour, width=width)
+
+
+def synthetic_overlay(section: dict, path: Path, n: int = 8, scale: int = 3) -> str:
+    """A strip of synthetic patches: found MCs (green), missed (red), false components (yellow)."""
+    from PIL import Image, ImageDraw
+
+    from mcgenref_core.io.writers import atomic_path
+    from mcgenref_core.overlay import to_display
+
+    results = section["segmentor"]["results"]
+    images = section["pairs"]["images"]
+    order = sorted(range(len(results)), key=lambda i: -(results[i].matching.fn > 0) - (results[i].matching.fp > 0) - (results[i].matching.tp > 0))
+    tiles = []
+    for i in order[:n]:
+        grey = to_display(images[i])
+        tile = Image.fromarray(grey).convert("RGB").resize((grey.shape[1] * scale, grey.shape[0] * scale), Image.NEAREST)
+        draw = ImageDraw.Draw(tile)
+        m = results[i].matching
+        _rings(draw, m.found(), 4 * scale, (60, 230, 60), scale)
+        _rings(draw, m.missed(), 4 * scale, (255, 50, 50), scale)
+        _rings(draw, m.false(), 3 * scale, (255, 220, 0), scale)
+        tiles.append(tile)
+    w, h = tiles[0].size
+    strip = Image.new("RGB", (w * len(tiles) + 4 * (len(tiles) - 1), h), (255, 255, 255))
+    for k, tile in enumerate(tiles):
+        strip.paste(tile, (k * (w + 4), 0))
+    with atomic_path(path) as tmp:
+        strip.save(tmp, format="PNG")
+    return path.name
+
+
+def mias_overlay(section: dict, data: Path, path: Path, half: int = 90, scale: int = 2) -> str | None:
+    """Crops of mini-MIAS images: a found circle, a missed circle, a false cluster on a normal.
+
+    Green circle: the annotated cluster; red: an annotated cluster no predicted centre fell in;
+    red pixels: predicted MCs; cyan rings: predicted cluster centres (yellow when false).
+    """
+    import tifffile
+    from PIL import Image, ImageDraw
+
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.io.writers import atomic_path
+    from mcgenref_core.overlay import to_display
+
+    results = section["segmentor"].images
+    picks = []
+    for want in ("found", "missed", "false"):
+        for r in results:
+            if want in ("found", "missed") and r.found is not None and len(r.found):
+                idx = np.flatnonzero(r.found if want == "found" else ~r.found)
+                if idx.size:
+                    picks.append((want, r, tuple(r.truth_clusters[idx[0], :2])))
+                    break
+            if want == "false" and r.normal and r.pred_clusters.shape[0]:
+                picks.append((want, r, tuple(r.pred_clusters[0])))
+                break
+    if not picks:
+        return None
+    tiles = []
+    for want, r, (cr, cc) in picks:
+        image = read_mammogram(data / "mias-dev" / f"{r.stem}.pgm").to_numpy()
+        labels = tifffile.imread(section["seg_dir"] / f"{r.stem}.labels.tif")
+        r0 = int(np.clip(round(cr) - half, 0, image.shape[0] - 2 * half))
+        c0 = int(np.clip(round(cc) - half, 0, image.shape[1] - 2 * half))
+        crop = (slice(r0, r0 + 2 * half), slice(c0, c0 + 2 * half))
+        rgb = np.repeat(to_display(image[crop])[..., None], 3, axis=2)
+        rgb[labels[crop] > 0] = (255, 40, 40)
+        tile = Image.fromarray(rgb).resize((2 * half * scale,) * 2, Image.NEAREST)
+        draw = ImageDraw.Draw(tile)
+        if r.truth_clusters is not None:
+            for k, (tr, tc, rad) in enumerate(r.truth_clusters):
+                colour = (60, 230, 60) if r.found[k] else (255, 60, 60)
+                _rings(draw, [(tr, tc)], rad * scale, colour, scale, (r0, c0), width=2)
+        for k, centre in enumerate(r.pred_clusters):
+            colour = (255, 220, 0) if r.false_clusters[k] else (0, 220, 255)
+            _rings(draw, [centre], 6, colour, scale, (r0, c0), width=2)
+        label = f"{r.stem}: {want}"
+        draw.rectangle([2, 2, 10 + 6 * len(label), 16], fill=(0, 0, 0))
+        draw.text((6, 4), label, fill=(255, 255, 255))
+        tiles.append(tile)
+    w, h = tiles[0].size
+    strip = Image.new("RGB", (w * len(tiles) + 4 * (len(tiles) - 1), h), (255, 255, 255))
+    for k, tile in enumerate(tiles):
+        strip.paste(tile, (k * (w + 4), 0))
+    with atomic_path(path) as tmp:
+        strip.save(tmp, format="PNG")
+    return path.name
+
+
+# --- the page -------------------------------------------------------------------------------
+
+def _f(value, digits: int = 2) -> str:
+    from mcgenref_core.evaluation.report import fmt
+
+    return fmt(value, digits)
+
+
+def _at(block: dict, rate: float) -> str:
+    """'0.52 [0.41, 0.60]' for the sensitivity at ``rate`` of a FROC block."""
+    for p in block.get("at_fp_rates", []):
+        if abs(p["fp_rate"] - rate) < 1e-9:
+            bound = "≥ " if p.get("beyond_sweep") or p.get("below_sweep") else ""
+            return f"{bound}{_f(p['sensitivity'])} [{_f(p['ci'][0])}, {_f(p['ci'][1])}]"
+    return "undefined"
+
+
+def render_markdown(results: dict, minutes: float | None) -> str:
+    """The results page from the measured ``results`` (pure: numbers in, Markdown out)."""
+    from mcgenref_core.evaluation.report import conventions
+
+    config = results["config"]
+    conv = conventions(config)
+    lines: list[str] = []
+    add = lines.append
+    machine = results["machine"]
+    when = f" in {minutes:.0f} minutes ({results['cpu_minutes']:.0f} CPU minutes)" if minutes is not None and "cpu_minutes" in results else ""
+    add("# Results")
+    add("")
+    add(f"Generated by `python benchmarks/report.py`{when} on {results['date']} ({machine}); edit the script, not this page.")
+    add("No public dataset reachable here has pixel-level MC masks, so real-data figures are cluster-level (mini-MIAS circles) plus")
+    add("false positives on normal mammograms; pixel- and MC-level figures come from synthetic MCs inserted into held-out real")
+    add("normals (never training backgrounds). Every number below is also in `docs/images/results.json`.")
+    add("")
+    add("## Conventions")
+    add("- **Evaluation region**: real images: the breast mask of `mcgenref_core.breast` (pectoral muscle inside); synthetic pairs: the whole patch (patches are sampled inside the breast).")
+    add(f"- **MC matching**: {conv['mc_matching']}.")
+    add(f"- **Pixel scores** are pooled over all pixels of all patches (counts summed, then scored); the per-patch mean is given beside them. {conv['undefined_scores'][0].upper() + conv['undefined_scores'][1:]}.")
+    add("- **Dot rendering**: synthetic masks are exact (one id per inserted MC, drawn by the formation model); no point-marked truth is used on this page (INbreast's point option is described in `docs/evaluation.md`).")
+    add(f"- **Clusters**: {conv['clusters']}. False clusters are counted on the validation normals of the dev split (never training backgrounds); `mdb245` (`*NOTE 3*`, no circle) is left out.")
+    add(f"- **FROC**: {conv['froc']}. The synthetic pairs have no normal images, so their bootstrap resamples pairs.")
+    add("- **Operating point**: the threshold stored in each weights file, chosen on validation normals (`docs/training.md`); the baseline's is k = 5 noise sigmas.")
+    add("- **Baseline**: an annotation-free white top-hat (disk 1 mm across) with a noise-adaptive threshold k = 5 (Rose criterion) times the robust noise sigma (1.4826 × MAD of the image minus its 0.4 mm Gaussian blur), parameters from the literature, not tuned here (`mcgenref_core.evaluation.baselines`).")
+    add("")
+    add("## Base segmentor (bundled weights), classical baseline and TT-GPR")
+    add("")
+    add("### Synthetic MCs on held-out backgrounds")
+    add("")
+    add("| regime | method | backgrounds | pairs | threshold | pixel Dice | pixel recall | pixel precision | MC sensitivity | FP per cm² |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    ttgpr = results["ttgpr"]
+    for key, s in results["synthetic"].items():
+        leg = s["legacy"]
+        bgs = leg["backgrounds"]
+        where = f"{len(bgs)} mini-MIAS validation normals" if key == "film" else ", ".join(f"`{Path(b).stem}`" for b in bgs)
+        regime = "film 0.2 mm" if key == "film" else "digital 0.07 mm"
+        size = f"{leg['pairs']} × {leg['patch_px']}²"
+        for label, scores, thr in (("segmentor", leg["at_operating_point"], leg["threshold"]), ("segmentor", leg["at_0.5"], 0.5)):
+            add(f"| {regime} | {label} | {where} | {size} | {thr:.3g} | {scores['dice']:.2f} | {scores['recall']:.2f} | {scores['precision']:.2f} | {scores['mc_sensitivity']:.2f} | {scores['fp_per_cm2']:.2f} |")
+        b = s["baseline"]["report"]
+        bp, bm = b["levels"]["pixel"]["pooled"]["values"], b["levels"]["mc"]["values"]
+        add(f"| {regime} | white top-hat | same | same | k = 5 | {_f(bp['dice'])} | {_f(bp['recall'])} | {_f(bp['precision'])} | {_f(bm['sensitivity'])} | {_f(bm['fp_per_cm2'])} |")
+        add(f"| {regime} | TT-GPR | same | same | | {ttgpr[key] or 'see below'} | | | | |")
+    add("")
+    add("Pairs are drawn with the default `SynthesisConfig` (every morphology, no negatives, seed 2024); the segmentor rows are")
+    add("`segmentor_quality.synthetic_scores`. About half of the inserted MCs peak under 5 sigmas of the local noise")
+    add("(`docs/synthesis.md`); at 0.2 mm most are smaller than a pixel, which is why MC-level sensitivity on film is low while")
+    add("real clusters are found (next section).")
+    add("")
+    add("Every pixel score at the operating point, pooled (per-patch mean in brackets):")
+    add("")
+    add("| regime | method | Dice | IoU | precision | recall | FNR | specificity | balanced accuracy | G-mean |")
+    add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    names = ("dice", "iou", "precision", "recall", "fnr", "specificity", "balanced_accuracy", "g_mean")
+    for key, s in results["synthetic"].items():
+        for label, sec in (("segmentor", s["segmentor"]), ("white top-hat", s["baseline"])):
+            px = sec["report"]["levels"]["pixel"]
+            cells = [f"{_f(px['pooled']['values'][n], 3 if n == 'specificity' else 2)} ({_f(px['per_image_mean']['values'][n], 3 if n == 'specificity' else 2)})" for n in names]
+            add(f"| {key} | {label} | " + " | ".join(cells) + " |")
+    add("")
+    add("Balanced accuracy ≈ (1 + recall) / 2 and G-mean ≈ √recall here because MC pixels are a tiny share of each patch: read them")
+    add("beside precision. MC-level FROC (the probability map re-thresholded; sensitivity at fixed false positives per cm², 95% bootstrap")
+    add("intervals over pairs):")
+    add("")
+    rates = results["config"].fp_rates_per_cm2
+    add("| regime | method | " + " | ".join(f"at {r:g} FP/cm²" for r in rates) + " |")
+    add("| --- | --- | " + " | ".join("---" for _ in rates) + " |")
+    for key, s in results["synthetic"].items():
+        for label, sec in (("segmentor", s["segmentor"]), ("white top-hat", s["baseline"])):
+            block = sec["report"]["froc"]["mc_per_cm2"]
+            add(f"| {key} | {label} | " + " | ".join(_at(block, r) for r in rates) + " |")
+    add("")
+    for key, name in results["plots"].items():
+        if key.startswith("synthetic"):
+            add(f"![FROC {key}](images/{name})")
+    if results.get("overlays", {}).get("synthetic"):
+        add("")
+        add(f"![synthetic overlays](images/{results['overlays']['synthetic']})")
+        add("")
+        add("Film validation pairs, segmentor at its operating point: green rings are true MCs found, red rings true MCs missed,")
+        add("yellow rings false components (patches with misses and false components shown first).")
+    add("")
+    mias = results["mias"]
+    leg = mias["legacy"]
+    add("### mini-MIAS development split (real film, cluster level)")
+    add("")
+    add(f"| method | threshold | located circles found | FP clusters per validation normal | clusters outside every circle on the {leg['calc_images']} CALC images | false MCs per cm² on validation normals |")
+    add("| --- | --- | --- | --- | --- | --- |")
+    add(f"| segmentor `film-0.2mm` (bundled) | {leg['threshold']:.3g} | **{leg['circles_found']} of {leg['circles']}** | {leg['fp_clusters_per_val_normal']:.2f} | {leg['clusters_outside_circles_on_calc_images']} | {leg['fp_components_per_cm2_val_normals']:.2f} |")
+    bc = mias["baseline"].summary["levels"]["cluster"]
+    add(f"| white top-hat | k = 5 | {bc['found']} of {bc['true_clusters']} | {_f(bc['fp_clusters_per_normal_image'])} | {bc['clusters_outside_truth_on_images_with_findings']} | {_f(bc['false_mcs_per_cm2_on_normals'])} |")
+    add(f"| TT-GPR | | {ttgpr['film'] or 'see below'} | | | |")
+    sc = mias["segmentor"].summary["levels"]["cluster"]
+    agree = (sc["found"], sc["true_clusters"]) == (leg["circles_found"], leg["circles"]) and \
+        sc["clusters_outside_truth_on_images_with_findings"] == leg["clusters_outside_circles_on_calc_images"]
+    add("")
+    add(f"The segmentor row is `segmentor_quality.mias_clusters`; scoring its saved outputs again with `mcgenref evaluate`'s engine "
+        f"gives {sc['found']} of {sc['true_clusters']} and {_f(sc['fp_clusters_per_normal_image'])} false clusters per normal "
+        f"({'the same' if agree else 'NOT the same: investigate'}).")
+    missed = ", ".join(f"`{m['stem']}` (circle at row {m['circle_rc_radius'][0]:.0f}, col {m['circle_rc_radius'][1]:.0f}, radius {m['circle_rc_radius'][2]:.0f} px)" for m in sc["missed"])
+    add(f"Missed by the segmentor: {missed or 'none'}.")
+    add("")
+    cl_rates = results["config"].fp_rates_per_image
+    add("Cluster-level FROC (sensitivity over the located circles at fixed false clusters per validation normal; 95% bootstrap")
+    add("intervals, CALC images and normals resampled apart):")
+    add("")
+    add("| method | " + " | ".join(f"at {r:g}" for r in cl_rates) + " |")
+    add("| --- | " + " | ".join("---" for _ in cl_rates) + " |")
+    for label, key in (("segmentor", "segmentor"), ("white top-hat", "baseline")):
+        block = mias[key].summary["froc"].get("cluster", {})
+        add(f"| {label} | " + " | ".join(_at(block, r) for r in cl_rates) + " |")
+    add("")
+    if "mias" in results["plots"]:
+        add(f"![FROC mini-MIAS](images/{results['plots']['mias']})")
+    if results.get("overlays", {}).get("mias"):
+        add("")
+        add(f"![mini-MIAS overlays](images/{results['overlays']['mias']})")
+        add("")
+        add("Segmentor on mini-MIAS crops: green circle an annotated cluster found, red circle one missed, red pixels predicted MCs,")
+        add("cyan rings predicted cluster centres, yellow rings false clusters (on a validation normal).")
+    add("")
+    if results.get("digital"):
+        add("### Digital mammograms (real, false positives)")
+        add("")
+        add("`mcgenref segment NAME.png --pixel-size 0.07` on the NYU samples; the baseline on the same images.")
+        add("")
+        add("| image | status | segmentor components per cm² of breast | segmentor clusters | white top-hat components per cm² | white top-hat clusters |")
+        add("| --- | --- | --- | --- | --- | --- |")
+        for r in results["digital"]["rows"]:
+            add(f"| `{r['image']}` | {r['status']} | {r['segmentor_per_cm2']:.2f} | {r['segmentor_clusters']} | {r['baseline_per_cm2']:.2f} | {r['baseline_clusters']} |")
+        add("")
+        add("The lesion views may hold real calcifications, so their counts are upper bounds on false positives.")
+        add("")
+    add("### Against the targets")
+    fs = results["synthetic"].get("digital")
+    if fs:
+        op = fs["legacy"]["at_operating_point"]
+        add(f"- Digital synthetic pairs: MC-level sensitivity {op['mc_sensitivity']:.2f} at {op['fp_per_cm2']:.2f} FP/cm², against the target of 0.8 at ≤ 1 FP/cm².")
+    add(f"- mini-MIAS dev split: {leg['circles_found']} of {leg['circles']} located circles at {leg['fp_clusters_per_val_normal']:.2f} false clusters per validation normal, against the target of 14 of 16 at ≤ 0.5.")
+    add("")
+    timing = results.get("timing")
+    if timing and not timing["quick"]:
+        add("## Speed of full-field inference")
+        add("")
+        load = f"load average {timing['load_before'][0]:.1f} before, {timing['load_after'][0]:.1f} after"
+        add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
+        add("2 torch threads, bf16 autocast + channels_last, tile 256, overlap 0.25, batch 8." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our bf16 predictor inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
+        add("")
+        if timing["monai"]:
+            add("| image | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI bf16 | ours vs MONAI fp32 | ours vs MONAI bf16 |")
+            add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            for r in timing["rows"]:
+                add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | {r['monai_s']:.1f} s | {r['monai_bf16_s']:.1f} s | {r['monai_s'] / r['ours_s']:.1f}× | {r['monai_bf16_s'] / r['ours_s']:.2f}× |")
+        else:
+            add("| image | `mcgenref segment` incl. start-up | engine in-process | peak memory |")
+            add("| --- | --- | --- | --- |")
+            for r in timing["rows"]:
+                add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB |")
+        add("")
+        add("The gain over MONAI comes from skipping tiles outside the breast, the smaller overlap that Gaussian blending allows, and")
+        add("bf16 autocast; bf16 is not bit-identical to fp32 (`--precision fp32` gives the full-precision result at about twice the time).")
+        add("")
+    add("## TT-GPR")
+    status = sorted({v for v in ttgpr.values() if v})
+    if status:
+        add(f"TT-GPR is {' / '.join(status)} (film and digital regimes checked with `evaluation.baselines.ttgpr_status`). The")
+        add("refinement code, its switches and tests are in place (`docs/tt-gpr.md`); its rows and ablation tables are measured here")
+        add("once flow weights are bundled.")
+    else:
+        add("Flow weights are found; the TT-GPR measurements are added to this script's sections as they are run.")
+    add("")
+    return "\n".join(lines)
+
+
+def to_json(results: dict) -> dict:
+    """The numbers of ``results`` without arrays or objects (for docs/images/results.json)."""
+    out = {"date": results["date"], "machine": results["machine"], "settings": results["config"].to_dict(), "ttgpr": results["ttgpr"],
+           "minutes": results.get("minutes"), "cpu_minutes": results.get("cpu_minutes"), "load_average_at_end": results.get("load_average")}
+    out["synthetic"] = {k: {"segmentor_legacy": s["legacy"], "segmentor": s["segmentor"]["report"], "baseline": s["baseline"]["report"],
+                            "seconds": s["seconds"]} for k, s in results["synthetic"].items()}
+    m = results["mias"]
+    out["mias_dev"] = {"segmentor_legacy": m["legacy"], "segmentor": m["segmentor"].to_dict(), "baseline": m["baseline"].to_dict(), "seconds": m["seconds"]}
+    if results.get("digital"):
+        out["digital"] = results["digital"]
+    if results.get("timing"):
+        out["timing"] = results["timing"]
+    return out
+
+
+def run(data: Path, out: Path, quick: bool, pairs: int, skip_timing: bool = False) -> dict:
+    """Measure everything and write ``out/results.md``, ``out/images/*.png`` and ``out/images/results.json``."""
+    from mcgenref_core.evaluation.config import EvaluationConfig
+    from mcgenref_core.evaluation.report import _json_clean
+    from mcgenref_core.io.writers import atomic_path, write_json_atomic
+
+    start = time.perf_counter()
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    config = EvaluationConfig(bootstrap=100, froc_thresholds=23) if quick else EvaluationConfig()
+    # speed first, while this process is small: Linux keeps ru_maxrss across fork + exec, so the
+    # measuring children would otherwise report this process's peak memory as theirs
+    timing = None if skip_timing else timing_section(data, quick)
+    import torch
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used"
+    results: dict = {"date": datetime.date.today().isoformat(), "machine": machine, "config": config, "ttgpr": ttgpr_section(),
+                     "timing": timing}
+    print(f"timing done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="mcgenref-report-") as work:
+        work = Path(work)
+        regimes = {"film": 128} if quick else {"film": 128, "digital": 256}
+        results["synthetic"] = {k: synthetic_section(k, data, pairs, p, config) for k, p in regimes.items()}
+        print(f"synthetic pairs done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        results["mias"] = mias_section(data, work, config, 1 if quick else None)
+        print(f"mini-MIAS done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        results["digital"] = None if quick else digital_section(data)
+        print(f"digital done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        results["plots"] = froc_plots(results, images)
+        results["overlays"] = {"synthetic": synthetic_overlay(results["synthetic"]["film"], images / "overlay_synthetic_film.png"),
+                               "mias": mias_overlay(results["mias"], data, images / "overlay_mias.png")}
+        minutes = (time.perf_counter() - start) / 60
+        results["minutes"] = minutes
+        results["cpu_minutes"] = _cpu_seconds() / 60
+        results["load_average"] = os.getloadavg()
+        write_json_atomic(images / "results.json", _json_clean(json.loads(json.dumps(to_json(results), default=_plain))))
+        with atomic_path(out / "results.md") as tmp:
+            tmp.write_text(render_markdown(results, minutes), encoding="utf-8")
+    return results
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and its finished children so far."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data", help="the shared data folder (mias-dev, nyu-ffdm)")
+    parser.add_argument("--out", type=Path, help="folder for results.md and images/ (default: docs/, or a temporary folder with --quick)")
+    parser.add_argument("--quick", action="store_true", help="smoke run on a few images and 16 pairs; never writes to docs/")
+    parser.add_argument("--pairs", type=int, help="synthetic pairs per regime (default 256, 16 with --quick)")
+    parser.add_argument("--skip-timing", action="store_true", help="leave out the inference-speed section")
+    args = parser.parse_args(argv)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="mcgenref-results-")) if args.quick else REPO / "docs")
+    if args.quick and out.resolve() == (REPO / "docs").resolve():
+        parser.error("--quick never writes to docs/; give another --out")
+    results = run(args.data, out, args.quick, args.pairs or (16 if args.quick else 256), args.skip_timing)
+    print(f"wrote {out / 'results.md'} and {out / 'images'} in {results['minutes']:.1f} minutes ({results['cpu_minutes']:.1f} CPU minutes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""``benchmarks/report.py --quick``: the results page regenerated on a few images, never into docs/."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, SHARED_DATA, needs_shared_data
+
+
+def _load_report_module():
+    spec = importlib.util.spec_from_file_location("mcgenref_benchmarks_report", REPO / "benchmarks" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_shared_data
+def test_quick_report_writes_every_section(tmp_path, one_torch_thread):
+    report = _load_report_module()
+    docs_page = REPO / "docs" / "results.md"
+    before = docs_page.stat().st_mtime_ns if docs_page.exists() else None
+    assert report.main(["--quick", "--data", str(SHARED_DATA), "--out", str(tmp_path), "--skip-timing", "--pairs", "8"]) == 0
+    page = (tmp_path / "results.md").read_text()
+    for heading in ("## Conventions", "### Synthetic MCs on held-out backgrounds", "### mini-MIAS development split", "## TT-GPR"):
+        assert heading in page
+    for convention in ("**Evaluation region**", "**MC matching**", "**Pixel scores** are pooled", "**Dot rendering**", "**Clusters**", "**FROC**"):
+        assert convention in page
+    assert "| film 0.2 mm | white top-hat |" in page and "| white top-hat | k = 5 |" in page
+    assert "not available: no flow weights bundled" in page
+    images = tmp_path / "images"
+    for name in ("froc_synthetic_film.png", "froc_mias_clusters.png", "overlay_synthetic_film.png", "overlay_mias.png"):
+        assert (images / name).stat().st_size > 1000, name
+        assert f"images/{name}" in page
+    numbers = json.loads((images / "results.json").read_text())
+    legacy = numbers["synthetic"]["film"]["segmentor_legacy"]["at_operating_point"]
+    ours = numbers["synthetic"]["film"]["segmentor"]["levels"]
+    # the evaluation engine reproduces segmentor_quality's pooled figures on the same pairs
+    assert ours["pixel"]["pooled"]["values"]["dice"] == pytest.approx(legacy["dice"], abs=1e-4)
+    assert ours["mc"]["values"]["sensitivity"] == pytest.approx(legacy["mc_sensitivity"], abs=1e-4)
+    mias = numbers["mias_dev"]
+    assert mias["segmentor"]["levels"]["cluster"]["found"] == mias["segmentor_legacy"]["circles_found"]
+    after = docs_page.stat().st_mtime_ns if docs_page.exists() else None
+    assert before == after  # a quick run never touches docs/
+
+
+def test_quick_report_refuses_docs(capsys):
+    report = _load_report_module()
+    with pytest.raises(SystemExit) as exc:
+        report.main(["--quick", "--out", str(Path(REPO / "docs"))])
+    assert exc.value.code == 2 and "never writes to docs/" in capsys.readouterr().err
