@@ -54,3 +54,14 @@ def test_match_perfect_empty_shifted_merged():
     merged[30:32, 30:36] = 1  # one component over MCs 2 and 3
     res = match_mcs(merged, truth, 0.07)
     assert res["tp"] == 1 and res["fn"] == 2 and res["fp"] == 0
+
+
+def test_match_distance_is_inclusive_at_exactly_five_pixels_of_70_microns():
+    from mcgenref_core.metrics import match_mcs
+
+    truth = np.zeros((20, 20), bool)
+    pred = np.zeros((20, 20), bool)
+    truth[5, 5] = True
+    pred[5, 10] = True  # 5 px = 0.35 mm at 0.07 mm, the METHOD.md matching distance
+    assert match_mcs(pred, truth, 0.07)["tp"] == 1
+    assert match_mcs(pred, truth, 0.0701)["tp"] == 0
