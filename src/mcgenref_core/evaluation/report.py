@@ -52,6 +52,13 @@ def conventions(config: EvaluationConfig) -> dict[str, str]:
     }
 
 
+def _interval(ci) -> str:
+    """`` [lo, hi]`` for a confidence interval; nothing when there is none (no bootstrap)."""
+    if ci is None or all(v is None or (isinstance(v, float) and v != v) for v in ci):
+        return ""
+    return f" [{fmt(ci[0], 2)}, {fmt(ci[1], 2)}]"
+
+
 def fmt(value: Any, digits: int = 3) -> str:
     """A number for a table: ``undefined`` for None/NaN, integers as they are."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -117,10 +124,10 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"FROC {title}: not available: {block['not_available']}")
             continue
         unit = block["fp_unit"]
-        cells = [f"{p['fp_rate']:g}: {'>=' if p.get('beyond_sweep') or p.get('below_sweep') else ''}{fmt(p['sensitivity'])} [{fmt(p['ci'][0], 2)}, {fmt(p['ci'][1], 2)}]" for p in block["at_fp_rates"]]
+        cells = [f"{p['fp_rate']:g}: {'>=' if p.get('beyond_sweep') or p.get('below_sweep') else ''}{fmt(p['sensitivity'])}{_interval(p['ci'])}" for p in block["at_fp_rates"]]
         lines.append(f"FROC {title}: sensitivity at FPs per {'cm²' if unit == 'cm2' else unit} " + "; ".join(cells))
         m = block["mean_sensitivity"]
-        lines.append(f"  mean over those rates {fmt(m['value'])} [{fmt(m['ci'][0], 2)}, {fmt(m['ci'][1], 2)}]")
+        lines.append(f"  mean over those rates {fmt(m['value'])}{_interval(m['ci'])}")
     return "\n".join(lines)
 
 
