@@ -30,3 +30,115 @@ def mammogram_layer_data(mammo: Mammogram) -> tuple[Any, dict[str, Any], str]:
         },
     }
     return mammo.pixels, kwargs, "image"
+
+
+def _grid(scale, translate) -> dict[str, Any]:
+    """Layer kwargs placing pixel data on the same physical grid as an image layer."""
+    kwargs: dict[str, Any] = {"scale": tuple(float(s) for s in scale)}
+    if translate is not None:
+        kwargs["translate"] = tuple(float(t) for t in translate)
+    return kwargs
+
+
+def circle_corners(row: float, col: float, radius: float):
+    """(4, 2) corners of the bounding box of a circle: napari's ellipse data.
+
+    (A 2-row array would be read by napari as centre and radii.)
+    """
+    import numpy as np
+
+    return np.array([[row - radius, col - radius], [row - radius, col + radius],
+                     [row + radius, col + radius], [row + radius, col - radius]], dtype=float)
+
+
+def cluster_ellipses(clusters: list[dict[str, Any]], pixel_size_mm: float, min_radius_mm: float = 1.0) -> list:
+    """Circles (px, as ellipse corner arrays) around cluster centroids for a Shapes layer.
+
+    Each circle has the cluster's extent as diameter, at least ``2 * min_radius_mm``.
+    """
+    boxes = []
+    for cluster in clusters:
+        r, c = (float(v) for v in cluster["centroid_rc"])
+        radius = max(float(cluster.get("extent_mm", 0.0)) / 2.0, min_radius_mm) / pixel_size_mm
+        boxes.append(circle_corners(r, c, radius))
+    return boxes
+
+
+def segmentation_layer_data(
+    result,
+    name: str,
+    scale=(1.0, 1.0),
+    translate=None,
+    with_probability: bool = False,
+) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer data tuples of a ``SegmentationResult`` on the grid of the image segmented.
+
+    Returns, in order: the probability Image (only ``with_probability``), the clusters as a
+    Shapes layer of circles, the TT-GPR crops as rectangles (when refinement ran), and the MC
+    Labels (one id per MC). Every layer's metadata holds the run's JSON record under ``record``.
+    """
+    import numpy as np
+
+    record = result.record
+    spacing = float(record["input"]["pixel_size_mm"])
+    grid = _grid(scale, translate)
+    metadata = {"record": record, "pixel_size_mm": spacing, "source_layer": name}
+    layers: list[tuple[Any, dict[str, Any], str]] = []
+    if with_probability:
+        layers.append((result.prob, {"name": f"{name} MC probability", "colormap": "magma", "blending": "additive",
+                                     "contrast_limits": (0.0, 1.0), "metadata": dict(metadata), **grid}, "image"))
+    clusters = record.get("clusters", [])
+    layers.append((
+        cluster_ellipses(clusters, spacing),
+        {
+            "name": f"{name} clusters",
+            "shape_type": "ellipse",
+            "edge_color": "yellow",
+            "face_color": "transparent",
+            "edge_width": 3.0,
+            "features": {"cluster": [int(c["id"]) for c in clusters], "n_mcs": [len(c["members"]) for c in clusters],
+                         "extent_mm": [float(c["extent_mm"]) for c in clusters]},
+            "metadata": dict(metadata),
+            **grid,
+        },
+        "shapes",
+    ))
+    crops = refine_crop_boxes(record, spacing)
+    if crops:
+        layers.append((crops, {"name": f"{name} TT-GPR crops", "shape_type": "rectangle", "edge_color": "cyan",
+                               "face_color": "transparent", "edge_width": 1.0, "visible": False,
+                               "metadata": dict(metadata), **grid}, "shapes"))
+    labels = np.asarray(result.labels)
+    layers.append((labels, {"name": f"{name} MCs", "metadata": metadata, **grid}, "labels"))
+    return layers
+
+
+def refine_crop_boxes(record: dict[str, Any], pixel_size_mm: float) -> list:
+    """The crops TT-GPR refined (all rounds) as (2, 2) boxes in input pixels; [] without TT-GPR."""
+    import numpy as np
+
+    refine = record.get("refine") or {}
+    working = float((record.get("weights") or {}).get("working_pixel_size_mm") or pixel_size_mm)
+    crop = int((refine.get("settings") or {}).get("crop_px", 0))
+    factor = working / pixel_size_mm
+    boxes = []
+    for round_info in refine.get("rounds", []):
+        for r, c in round_info.get("crop_corners", []):
+            boxes.append(np.array([[r, c], [r, c + crop], [r + crop, c + crop], [r + crop, c]], float) * factor)
+    return boxes
+
+
+def synthetic_layer_data(case, name: str, pixel_size_mm: float, scale=(1.0, 1.0), translate=None) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layers of a :class:`~napari_mcgenref._synthetic.SyntheticCase`: image, truth, clusters."""
+    grid = _grid(scale, translate)
+    metadata = {"pixel_size_mm": pixel_size_mm, "synthesis": case.config, "source_layer": name,
+                "clusters": case.clusters, "patches": [list(p) for p in case.patches]}
+    clusters = [{"centroid_rc": c["centre_rc"], "extent_mm": c["extent_mm"]} for c in case.clusters]
+    return [
+        (case.image, {"name": f"{name} + synthetic MCs", "colormap": "gray", "metadata": dict(metadata), **grid}, "image"),
+        (case.truth, {"name": f"{name} synthetic truth", "metadata": dict(metadata), **grid}, "labels"),
+        (cluster_ellipses(clusters, pixel_size_mm), {"name": f"{name} synthetic clusters", "shape_type": "ellipse",
+                                                     "edge_color": "lime", "face_color": "transparent",
+                                                     "edge_width": 3.0, "metadata": dict(metadata),
+                                                     **grid}, "shapes"),
+    ]

@@ -33,10 +33,57 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], LayerData] 
 
 
 def read_mammogram_layers(path: str | list[str]) -> LayerData:
-    """Read each path into an Image layer whose ``scale`` is the pixel size in mm."""
+    """Read each path into an Image layer whose ``scale`` is the pixel size in mm.
+
+    A zarr written by this plugin's labels writer opens as a Labels layer, and the zarr group of
+    ``mcgenref segment --format zarr`` as its labels and probability layers.
+    """
     from mcgenref_core.io import read_mammogram
 
     from ._layers import mammogram_layer_data
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    return [mammogram_layer_data(read_mammogram(p)) for p in paths]
+    layers: LayerData = []
+    for p in paths:
+        result_layers = _zarr_result_layers(Path(p))
+        if result_layers is not None:
+            layers.extend(result_layers)
+        else:
+            layers.append(mammogram_layer_data(read_mammogram(p)))
+    return layers
+
+
+def _zarr_result_layers(path: Path) -> LayerData | None:
+    """Layers of a zarr holding results rather than a mammogram; None for anything else.
+
+    Recognises an array with the attribute ``layer_type: labels`` (this plugin's writer) and a
+    group with ``labels`` and ``prob`` arrays (``mcgenref segment --format zarr``).
+    """
+    if not path.is_dir():
+        return None
+    try:
+        import zarr
+
+        node = zarr.open(str(path), mode="r")
+    except Exception:
+        return None
+    attrs = dict(node.attrs)
+    spacing = attrs.get("pixel_size_mm")
+    scale = (float(spacing), float(spacing)) if spacing else (1.0, 1.0)
+    stem = path.name[: -len(".zarr")] if path.name.lower().endswith(".zarr") else path.name
+    name = attrs.get("name") or stem
+    if hasattr(node, "shape"):
+        if attrs.get("layer_type") != "labels":
+            return None
+        metadata = {"pixel_size_mm": spacing, "record": attrs.get("record"), "path": str(path)}
+        return [(node[...], {"name": name, "scale": scale, "metadata": metadata}, "labels")]
+    arrays = dict(node.arrays())
+    if not {"labels", "prob"} <= set(arrays):
+        return None
+    record = {k: v for k, v in attrs.items() if k != "pixel_size_mm"}
+    metadata = {"pixel_size_mm": spacing, "record": record, "path": str(path)}
+    return [
+        (arrays["prob"][...], {"name": f"{name} probability", "scale": scale, "colormap": "magma",
+                               "blending": "additive", "visible": False, "metadata": dict(metadata)}, "image"),
+        (arrays["labels"][...], {"name": f"{name} MCs", "scale": scale, "metadata": metadata}, "labels"),
+    ]

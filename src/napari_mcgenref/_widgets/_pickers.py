@@ -1,0 +1,131 @@
+"""Small shared pieces of the dock widgets: a layer chooser, a collapsible box, layer updates."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QComboBox, QGroupBox, QScrollArea, QVBoxLayout, QWidget
+
+
+def layer_kind(layer: Any) -> str:
+    """``"image"``, ``"labels"``, ... of a layer (also through napari's plugin proxies)."""
+    return layer.__class__.__name__.lower()
+
+
+class LayerPicker(QComboBox):
+    """A combo box of the viewer's layers of some types, kept in step with the layer list.
+
+    ``kinds`` are napari layer class names in lower case (``"image"``, ``"labels"``,
+    ``"points"``, ``"shapes"``). ``optional`` adds an empty "(none)" entry first.
+    """
+
+    layer_changed = Signal()
+
+    def __init__(self, viewer: Any, kinds: Sequence[str], optional: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.kinds = tuple(kinds)
+        self.optional = optional
+        # long layer names must not widen the dock
+        self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.setMinimumContentsLength(12)
+        self.refresh()
+        viewer.layers.events.inserted.connect(self.refresh)
+        viewer.layers.events.removed.connect(self.refresh)
+        viewer.layers.events.moved.connect(self.refresh)
+        self.currentIndexChanged.connect(self.layer_changed)
+
+    def _matching(self) -> list[Any]:
+        return [layer for layer in self.viewer.layers if layer_kind(layer) in self.kinds]
+
+    def refresh(self, event: Any = None) -> None:
+        """Re-list the layers, keeping the chosen one when it still exists."""
+        current = self.currentText()
+        self.blockSignals(True)
+        try:
+            self.clear()
+            if self.optional:
+                self.addItem("(none)")
+            for layer in self._matching():
+                self.addItem(layer.name)
+                with contextlib.suppress(AttributeError, TypeError):
+                    layer.events.name.connect(self.refresh)
+            index = self.findText(current)
+            if index >= 0:
+                self.setCurrentIndex(index)
+            elif not self.optional and not current and getattr(event, "type", "") == "inserted":
+                # the first layer of the right kind becomes the choice
+                value = getattr(event, "value", None)
+                if value is not None and layer_kind(value) in self.kinds:
+                    self.setCurrentIndex(self.findText(value.name))
+        finally:
+            self.blockSignals(False)
+        if self.currentText() != current:
+            self.layer_changed.emit()
+
+    def layer(self) -> Any | None:
+        """The chosen layer, or None."""
+        name = self.currentText()
+        for layer in self._matching():
+            if layer.name == name:
+                return layer
+        return None
+
+    def choose(self, name: str) -> None:
+        """Select the layer called ``name``."""
+        index = self.findText(name)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+
+class Section(QGroupBox):
+    """A titled box whose content can be folded away (checkable title)."""
+
+    def __init__(self, title: str, content: QWidget, expanded: bool = False, parent: QWidget | None = None):
+        super().__init__(title, parent)
+        self.content = content
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(content)
+        self.setCheckable(True)
+        self.setChecked(expanded)
+        content.setVisible(expanded)
+        self.toggled.connect(content.setVisible)
+
+
+def vertical_scroll(inner: QWidget) -> QScrollArea:
+    """A scroll area showing ``inner`` at the dock's width, scrolling only vertically."""
+    scroll = QScrollArea()
+    scroll.setWidgetResizable(True)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+    scroll.setWidget(inner)
+    scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
+    return scroll
+
+
+def put_layers(viewer: Any, layer_data: Sequence[tuple[Any, dict[str, Any], str]]) -> list[Any]:
+    """Add layers from data tuples, or update same-named layers of the same type; GUI thread only.
+
+    Image and Labels layers are updated in place (display settings kept, no flicker); other
+    kinds are replaced. Returns the layers, in the order given.
+    """
+    layers = []
+    for data, kwargs, kind in layer_data:
+        name = kwargs.get("name")
+        existing = next((layer for layer in viewer.layers if layer.name == name), None)
+        if existing is not None and layer_kind(existing) == kind and kind in ("image", "labels"):
+            existing.data = data
+            existing.metadata = kwargs.get("metadata", {})
+            for key in ("scale", "translate"):
+                if key in kwargs:
+                    setattr(existing, key, kwargs[key])
+            layers.append(existing)
+            continue
+        if existing is not None and layer_kind(existing) == kind:
+            viewer.layers.remove(name)
+        layers.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+    return layers

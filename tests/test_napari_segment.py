@@ -1,0 +1,202 @@
+"""The Segment widget on a real viewer: CLI-equal labels, Cancel, errors, a responsive GUI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mcgenref_core.samples import sample_path
+
+pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+PLUGIN = "napari-mcgenref"
+
+
+@pytest.fixture
+def viewer_with_sample(make_napari_viewer):
+    """A viewer holding the bundled mdb209 sample (opened through the plugin's reader)."""
+    viewer = make_napari_viewer()
+    viewer.open(str(sample_path("mdb209")), plugin=PLUGIN)
+    return viewer
+
+
+def open_segment(viewer):
+    """The Segment dock widget, opened from the manifest."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
+    return widget
+
+
+def wait_done(qtbot, widget, timeout=60_000):
+    """Wait for the widget's job to end; return how it ended."""
+    outcomes = []
+    widget.runner.done.connect(outcomes.append)
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=timeout)
+    return outcomes[0]
+
+
+def test_segment_layer_equals_the_core_and_carries_the_record(viewer_with_sample, qtbot, tmp_path):
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    viewer = viewer_with_sample
+    widget = open_segment(viewer)
+    widget.form.set_field("device", "cpu")
+    widget.form.set_field("batch_size", 4)
+    widget.probability_box.setChecked(True)
+    assert widget.image_picker.layer() is viewer.layers["mdb209"]
+    assert "cpu" in widget.device_label.text()
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+
+    expected = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", batch_size=4))
+    labels = viewer.layers["mdb209 MCs"]
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    assert labels.data.dtype == np.uint16 and labels.data.shape == (1024, 1024)
+    assert tuple(labels.scale) == tuple(viewer.layers["mdb209"].scale) == (0.2, 0.2)
+    record = labels.metadata["record"]
+    assert record["settings"] == InferenceConfig(device="cpu", batch_size=4).to_dict()
+    assert record["run"]["device_used"] == "cpu" and "device used: cpu" in widget.device_label.text()
+    assert len(record["mcs"]) == int(labels.data.max()) == len(expected.record["mcs"])
+    clusters = viewer.layers["mdb209 clusters"]
+    assert len(clusters.data) == len(expected.record["clusters"])
+    np.testing.assert_allclose(viewer.layers["mdb209 MC probability"].data, expected.prob)
+
+    # the same outputs the CLI writes, from the widget
+    paths = widget.save_results(str(tmp_path))
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(paths["labels"]), expected.labels)
+
+    # settings saved by the widget are what `mcgenref segment --config` reads
+    saved = widget.save_settings(str(tmp_path / "settings.json"))
+    assert InferenceConfig.load(saved, section="settings") == InferenceConfig(device="cpu", batch_size=4)
+
+
+def test_cancel_stops_within_one_tile_and_adds_no_layer(viewer_with_sample, qtbot, monkeypatch):
+    import mcgenref_core.device as device
+
+    calls = []
+    make_predictor = device.make_predictor
+
+    def counting_predictor(*args, **kwargs):
+        predict = make_predictor(*args, **kwargs)
+
+        def predict_and_count(batch):
+            calls.append(len(batch))
+            return predict(batch)
+
+        return predict_and_count
+
+    monkeypatch.setattr(device, "make_predictor", counting_predictor)
+    viewer = viewer_with_sample
+    widget = open_segment(viewer)
+    widget.form.set_field("device", "cpu")
+    widget.form.set_field("tile", 64)  # many small tiles, one per forward pass
+    widget.form.set_field("overlap", 0.5)
+    widget.form.set_field("batch_size", 1)
+    layers_before = [layer.name for layer in viewer.layers]
+    widget.run()
+    qtbot.waitUntil(lambda: len(calls) >= 3, timeout=30_000)
+    widget.runner.cancel_button.click()
+    at_cancel = len(calls)
+    assert wait_done(qtbot, widget) == "cancelled"
+    assert len(calls) <= at_cancel + 1  # at most the tile already under way
+    stopped_at = len(calls)
+    qtbot.wait(300)
+    assert len(calls) == stopped_at  # nothing runs on in the background
+    assert "cancelled" in widget.runner.status.text()
+    assert [layer.name for layer in viewer.layers] == layers_before
+    assert widget.run_button.isEnabled() and not widget.runner.running
+
+
+def test_corrupt_weights_show_a_notification_and_the_viewer_stays_usable(viewer_with_sample, qtbot, tmp_path, monkeypatch):
+    from napari_mcgenref._widgets import _runner
+
+    shown = []
+    monkeypatch.setattr(_runner, "show_error_message", shown.append)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    viewer = viewer_with_sample
+    widget = open_segment(viewer)
+    widget.form.set_field("device", "cpu")
+    widget.form.set_field("weights", str(bad))
+    widget.run()
+    assert wait_done(qtbot, widget) == "failed"
+    assert len(shown) == 1 and str(bad) in shown[0] and "Traceback" not in shown[0]
+    assert "mdb209 MCs" not in viewer.layers
+
+    # the viewer and the widget still work: the bundled weights segment the image
+    widget.form.set_field("weights", None)
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    assert "mdb209 MCs" in viewer.layers
+
+
+def test_missing_pixel_size_is_asked_for(make_napari_viewer, qtbot, monkeypatch):
+    from napari_mcgenref._widgets import _segment
+
+    shown = []
+    monkeypatch.setattr(_segment, "show_error_message", shown.append)
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((64, 64), np.uint8), name="plain")
+    widget = open_segment(viewer)
+    assert "unknown" in widget.layer_spacing.text()
+    widget.run()
+    assert shown and "pixel size unknown" in shown[0] and not widget.runner.running
+
+
+@pytest.fixture
+def tiny_flow_weights(tmp_path):
+    """An untrained small flow generator at 0.2 mm: enough to run TT-GPR end to end."""
+    import torch
+
+    from mcgenref_core.models.flow import FlowUNet
+    from mcgenref_core.models.weights import save_weights
+
+    kwargs = {"in_channels": 2, "base_channels": 4, "depth": 2, "time_dim": 8}
+    torch.manual_seed(0)
+    meta = {"kind": "flow", "architecture": {"name": "FlowUNet", "kwargs": kwargs}, "working_pixel_size_mm": 0.2,
+            "seed": {"sigma_px": 1.0}, "normalisation": {"data_scale": 5.0, "lowpass_sigma_px": 0.0}}
+    return save_weights(tmp_path / "flow.safetensors", FlowUNet(**kwargs).state_dict(), meta)
+
+
+def test_the_event_loop_keeps_ticking_during_full_field_tt_gpr(viewer_with_sample, qtbot, tiny_flow_weights):
+    from qtpy.QtCore import QTimer
+
+    viewer = viewer_with_sample
+    widget = open_segment(viewer)
+    widget.form.set_field("device", "cpu")
+    widget.refine_box.setChecked(True)
+    widget.refine_form.set_field("flow_weights", str(tiny_flow_weights))
+    widget.refine_form.set_field("rounds", 1)
+    widget.refine_form.set_field("max_crops", 4)
+    widget.refine_form.set_field("candidate_threshold", 0.5)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(widget.runner.running))
+    timer.start(20)
+    widget.run()
+    assert widget.runner.running
+    try:
+        assert wait_done(qtbot, widget) == "returned"
+    finally:
+        timer.stop()
+    ticks_while_running = sum(ticks)
+    assert ticks_while_running >= 5, ticks_while_running  # the GUI thread was never blocked for the run
+    record = viewer.layers["mdb209 MCs"].metadata["record"]
+    assert record["refine"]["enabled"] and record["refine"]["flow_weights"]["path"] == str(tiny_flow_weights)
+    assert "refine_s" in record["timing"]
+
+
+def test_tt_gpr_without_flow_weights_says_what_to_do(viewer_with_sample, monkeypatch):
+    from napari_mcgenref._widgets import _segment
+
+    shown = []
+    monkeypatch.setattr(_segment, "show_error_message", shown.append)
+    monkeypatch.setattr("mcgenref_core.models.weights.registry", lambda: {})
+    widget = open_segment(viewer_with_sample)
+    widget.refine_box.setChecked(True)
+    widget.run()
+    assert shown and "flow" in shown[0] and not widget.runner.running
