@@ -249,7 +249,8 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
             prob = expit(z)
             points, scores = find_peaks(prob, breast, low, config.nms_radius_mm / pixel)
             corners = plan_crops(points, scores, z.shape, p, margin, limit)
-            info = {"round": r + 1, "seeds": int((scores >= tau).sum()), "candidates": int((scores < tau).sum()), "crops": len(corners), "crop_corners": [list(c) for c in corners]}
+            info = {"round": r + 1, "seeds": int((scores >= tau).sum()), "candidates": int((scores < tau).sum()), "crops": len(corners), "crop_corners": [list(c) for c in corners],
+                    "seed_points": [[int(a), int(b), round(float(v), 4)] for (a, b), v in zip(points, scores)]}
             if not corners:
                 rounds.append(info)
                 break

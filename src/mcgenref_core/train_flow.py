@@ -227,6 +227,9 @@ def train_flow_steps(
         step += 1
         values = {"loss": round(float(loss.item()), 5), "lr": round(lr, 7)}
         _append_log(log_path, {"kind": "step", "step": step, **values})
+        if step % train.checkpoint_every == 0 or step == train.steps:
+            # before any yield, so a run cancelled at this step keeps it
+            _save_checkpoint(ckpt_path, model, optimiser, step, rng, no_negatives, train, elapsed_before + time.time() - started)
         yield TrainEvent("step", step, train.steps, values)
 
         if step % train.val_every == 0 or step == train.steps:
@@ -234,8 +237,6 @@ def train_flow_steps(
             last_val["elapsed_s"] = round(elapsed_before + time.time() - started, 1)
             _append_log(log_path, {"kind": "val", "step": step, **last_val})
             yield TrainEvent("val", step, train.steps, last_val)
-        if step % train.checkpoint_every == 0 or step == train.steps:
-            _save_checkpoint(ckpt_path, model, optimiser, step, rng, no_negatives, train, elapsed_before + time.time() - started)
 
     from .models.weights import save_weights
 
