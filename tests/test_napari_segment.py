@@ -188,6 +188,10 @@ def test_the_event_loop_keeps_ticking_during_full_field_tt_gpr(viewer_with_sampl
     record = viewer.layers["mdb209 MCs"].metadata["record"]
     assert record["refine"]["enabled"] and record["refine"]["flow_weights"]["path"] == str(tiny_flow_weights)
     assert "refine_s" in record["timing"]
+    seeds = viewer.layers["mdb209 TT-GPR seeds"]
+    n_seeds = sum(len(r["seed_points"]) for r in record["refine"]["rounds"])
+    assert n_seeds > 0 and len(seeds.data) == n_seeds
+    assert seeds.features["score"].min() >= 0.5  # candidate_threshold above
 
 
 def test_tt_gpr_without_flow_weights_says_what_to_do(viewer_with_sample, monkeypatch):

@@ -74,8 +74,8 @@ def segmentation_layer_data(
     """Layer data tuples of a ``SegmentationResult`` on the grid of the image segmented.
 
     Returns, in order: the probability Image (only ``with_probability``), the clusters as a
-    Shapes layer of circles, the TT-GPR crops as rectangles (when refinement ran), and the MC
-    Labels (one id per MC). Every layer's metadata holds the run's JSON record under ``record``.
+    Shapes layer of circles, the TT-GPR crops as rectangles and its seeds as Points (when
+    refinement ran, hidden at first), and the MC Labels (one id per MC). Every layer's metadata holds the run's JSON record under ``record``.
     """
     import numpy as np
 
@@ -108,9 +108,31 @@ def segmentation_layer_data(
         layers.append((crops, {"name": f"{name} TT-GPR crops", "shape_type": "rectangle", "edge_color": "cyan",
                                "face_color": "transparent", "edge_width": 1.0, "visible": False,
                                "metadata": dict(metadata), **grid}, "shapes"))
+        points, features = refine_seed_points(record, spacing)
+        layers.append((points, {"name": f"{name} TT-GPR seeds", "size": 6, "face_color": "transparent",
+                                "border_color": "cyan", "features": features, "visible": False,
+                                "metadata": dict(metadata), **grid}, "points"))
     labels = np.asarray(result.labels)
     layers.append((labels, {"name": f"{name} MCs", "metadata": metadata, **grid}, "labels"))
     return layers
+
+
+def refine_seed_points(record: dict[str, Any], pixel_size_mm: float):
+    """TT-GPR's seed points of every round as (N, 2) (row, col) in input pixels, with
+    features ``round`` and ``score`` (peak probability); empty without TT-GPR."""
+    import numpy as np
+
+    refine = record.get("refine") or {}
+    working = float((record.get("weights") or {}).get("working_pixel_size_mm") or pixel_size_mm)
+    factor = working / pixel_size_mm
+    rows, rounds, scores = [], [], []
+    for round_info in refine.get("rounds", []):
+        for r, c, score in round_info.get("seed_points", []):
+            rows.append(((r + 0.5) * factor - 0.5, (c + 0.5) * factor - 0.5))
+            rounds.append(int(round_info.get("round", 0)))
+            scores.append(float(score))
+    points = np.asarray(rows, float).reshape(-1, 2)
+    return points, {"round": rounds, "score": scores}
 
 
 def refine_crop_boxes(record: dict[str, Any], pixel_size_mm: float) -> list:
