@@ -181,3 +181,26 @@ def test_digital_background_at_70_microns():
     p = s.sample_patch(np.random.default_rng(0), 256)
     assert p.image.shape == (256, 256) and p.breast.mean() >= 0.6
     assert s.images[0].pixels.dtype == np.float32 and s.images[0].step > 0
+
+
+def test_training_split_of_a_plain_folder_keeps_every_fifth_image_for_validation(tmp_path):
+    import shutil
+
+    from mcgenref_core.samples import sample_path
+    from mcgenref_core.synth.splits import split_training_backgrounds
+
+    for i in range(7):  # seven normals in a folder no dataset rule knows
+        shutil.copy(sample_path("mdb008"), tmp_path / f"normal{i}.pgm")
+    train, val = split_training_backgrounds([tmp_path])
+    assert [f.name for f in val] == ["normal4.pgm"] and len(train) == 6
+    assert not {f.name for f in train} & {f.name for f in val}
+    with pytest.raises(InputError, match="at least two"):
+        split_training_backgrounds([sample_path("mdb008")])
+
+
+@needs_data
+def test_training_split_of_mini_mias_is_the_data_readme_split():
+    from mcgenref_core.synth.splits import mias_normals, split_training_backgrounds
+
+    train, val = split_training_backgrounds([SHARED / "mias-dev"])
+    assert train == mias_normals(SHARED / "mias-dev", "train") and val == mias_normals(SHARED / "mias-dev", "val")

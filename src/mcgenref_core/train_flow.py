@@ -188,6 +188,11 @@ def train_flow_steps(
     amp = autocast_dtype(device, train.precision)
     started = time.time()
 
+    if backgrounds and not val_backgrounds:  # the validation split of the same inputs
+        from .synth.splits import split_training_backgrounds
+
+        train_paths, val_paths = split_training_backgrounds(backgrounds)
+        backgrounds, val_backgrounds = [str(f) for f in train_paths], [str(f) for f in val_paths]
     gen_train, train_files = build_generator(train, synth, data_dir, backgrounds, "train", pixel_size_mm)
     gen_val, val_files = build_generator(train, synth, data_dir, val_backgrounds, "val", pixel_size_mm)
     overlap = set(train_files) & set(val_files)

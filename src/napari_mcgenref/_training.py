@@ -24,28 +24,20 @@ def split_backgrounds(backgrounds: list[str], validation: list[str] | None = Non
 
     With ``validation`` given, both lists are used as they are. Otherwise a known dataset folder
     (mini-MIAS with ``Info.txt``, NYU) gives its own train/val split, and any other set of images
-    keeps its last fifth (at least one image) for validation.
+    keeps every fifth image (at least one) for validation
+    (``mcgenref_core.synth.splits.split_training_backgrounds``).
 
     Raises ``InputError`` when no usable image is found or fewer than two are left to split.
     """
     from mcgenref_core.errors import InputError
-    from mcgenref_core.synth.splits import expand_backgrounds
+    from mcgenref_core.synth.splits import split_training_backgrounds
 
     if not backgrounds:
         raise InputError("backgrounds", "choose a folder of normal mammograms to draw backgrounds from")
     if validation:
         return list(backgrounds), list(validation)
-    train, problems = expand_backgrounds(backgrounds, split="train")
-    val, _ = expand_backgrounds(backgrounds, split="val")
-    if not train:
-        raise problems[0] if problems else InputError(backgrounds[0], "no usable background image")
-    if val and not {p.resolve() for p in train} & {p.resolve() for p in val}:
-        return [str(p) for p in train], [str(p) for p in val]
-    if len(train) < 2:
-        raise InputError(backgrounds[0], "training needs at least two background images (one is kept for "
-                         "validation), or a separate validation folder")
-    n_val = max(1, len(train) // 5)
-    return [str(p) for p in train[:-n_val]], [str(p) for p in train[-n_val:]]
+    train, val = split_training_backgrounds(backgrounds)
+    return [str(p) for p in train], [str(p) for p in val]
 
 
 def checkpoint_path(weights: str | os.PathLike) -> Path:

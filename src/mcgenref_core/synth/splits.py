@@ -208,3 +208,24 @@ def expand_backgrounds(paths: list[str | os.PathLike], split: str = "train") -> 
             seen.add(key)
             unique.append(f)
     return unique, problems
+
+
+def split_training_backgrounds(backgrounds: list[str | os.PathLike]) -> tuple[list[Path], list[Path]]:
+    """(training files, validation files) from the background inputs of a training run.
+
+    A known dataset folder (mini-MIAS with ``Info.txt``, NYU) gives its own train/val split
+    (``../shared/data/README.md``); any other set of images keeps every fifth image (sorted by
+    name, at least one) for validation, so validation never sees a training background.
+    Raises ``InputError`` when no usable image is found or fewer than two are left to split.
+    """
+    train, problems = expand_backgrounds(list(backgrounds), split="train")
+    val, _ = expand_backgrounds(list(backgrounds), split="val")
+    if not train:
+        raise problems[0] if problems else InputError(backgrounds[0], "no usable background image")
+    if val and not {f.resolve() for f in train} & {f.resolve() for f in val}:
+        return train, val
+    if len(train) < 2:
+        raise InputError(backgrounds[0], "training needs at least two background images (one is kept for "
+                         "validation), or a separate validation set (--val-backgrounds)")
+    held = set(range(4, len(train), 5)) or {len(train) - 1}
+    return [f for i, f in enumerate(train) if i not in held], [f for i, f in enumerate(train) if i in held]
