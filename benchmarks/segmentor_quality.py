@@ -64,11 +64,13 @@ def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: 
             "threshold": threshold, "at_operating_point": scores, "at_0.5": scores_05}
 
 
-def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = None, max_images: int | None = None) -> dict:
+def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = None, max_images: int | None = None,
+                  refine_config=None) -> dict:
     """Cluster sensitivity on the located dev circles and FP clusters per validation normal.
 
     ``out_dir`` also writes each segmentation there (the files of ``mcgenref segment``);
-    ``max_images`` takes only the first CALC images and validation normals (a smoke run).
+    ``max_images`` takes only the first CALC images and validation normals (a smoke run);
+    ``refine_config`` (a ``RefineConfig``) runs TT-GPR after the base segmentation.
     """
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.io.results import write_segmentation
@@ -88,7 +90,7 @@ def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = N
     per_image = {}
     start = time.perf_counter()
     for refnum, rs in sorted(circles.items())[:max_images]:
-        result = segment(read_mammogram(mias / f"{refnum}.pgm"), config, weights=weights)
+        result = segment(read_mammogram(mias / f"{refnum}.pgm"), config, weights=weights, refine_config=refine_config)
         if out_dir is not None:
             write_segmentation(out_dir, refnum, result.labels, result.prob, result.record, 0.2)
         centres = [c["centroid_rc"] for c in result.record["clusters"]]
@@ -105,7 +107,7 @@ def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = N
     fp_clusters = fp_components = 0
     area_cm2 = 0.0
     for path in normals:
-        result = segment(read_mammogram(path), config, weights=weights)
+        result = segment(read_mammogram(path), config, weights=weights, refine_config=refine_config)
         if out_dir is not None:
             write_segmentation(out_dir, path.stem, result.labels, result.prob, result.record, 0.2)
         fp_clusters += len(result.record["clusters"])

@@ -1,0 +1,122 @@
+"""TT-GPR ablation: base segmentor against TT-GPR and TT-GPR with each regulariser removed.
+
+1. **Film -> digital shift** (the cross-site case the method is for): synthetic MC clusters
+   (default ``SynthesisConfig``, no negatives) inserted into 256² patches of the digital
+   validation normal ``gmic-0_L-CC`` brought to 0.2 mm, segmented by the film segmentor, which
+   never saw a digital background. MC-level recall (one-to-one, 0.35 mm or IoU 0.3), FNR,
+   pooled pixel Dice and false components per cm², at the segmentor's operating threshold.
+2. **mini-MIAS dev split** (real film, cluster level): located circles found and false clusters
+   per validation normal, base against full TT-GPR (``--mias``; about 50 full-field images per
+   variant).
+
+Run: ``python benchmarks/refine_ablation.py --flow-weights FLOW.safetensors [--pairs 16] [--mias]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+#: the variants: name -> RefineConfig overrides (None: the base segmentor)
+VARIANTS = {
+    "base segmentor": None,
+    "TT-GPR": {},
+    "- overlap consistency": {"use_overlap": False},
+    "- edge-aware term": {"use_edge": False},
+    "- proximity to z0": {"use_proximity": False},
+    "- variance weighting": {"use_variance_weighting": False},
+    "- low-confidence candidates": {"use_candidates": False},
+}
+
+
+def shifted_pairs(data: Path, n: int, patch: int = 256, seed: int = 2024):
+    """``n`` synthetic pairs in the digital validation normal at 0.2 mm: images, masks."""
+    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+    from mcgenref_core.synth.splits import digital_normals
+
+    sampler = BackgroundSampler(digital_normals(data / "nyu-ffdm", "val"), 0.2, pixel_size_mm=0.07)
+    gen = SyntheticPairGenerator(SynthesisConfig(patch_px=patch, working_pixel_size_mm=0.2, negative_fraction=0.0), sampler)
+    pairs = gen.batch_pairs(n, np.random.default_rng(seed))
+    return np.stack([p.image for p in pairs]), np.stack([p.mask for p in pairs])
+
+
+def score(logits: list[np.ndarray], masks: np.ndarray, threshold: float, pixel_size_mm: float) -> dict:
+    """MC recall, FNR, pooled Dice, false components per cm² at ``threshold`` (probability)."""
+    from mcgenref_core.metrics import match_mcs
+
+    cut = float(np.log(threshold / (1 - threshold)))
+    tp = fp = n_true = inter = pred_px = true_px = 0
+    for z, m in zip(logits, masks):
+        pred = z >= cut
+        r = match_mcs(pred, m, pixel_size_mm)
+        tp, fp, n_true = tp + r["tp"], fp + r["fp"], n_true + r["n_true"]
+        inter += int(np.sum(pred & (m > 0)))
+        pred_px += int(pred.sum())
+        true_px += int((m > 0).sum())
+    area_cm2 = masks[0].size * pixel_size_mm**2 / 100.0 * len(masks)
+    recall = tp / n_true if n_true else float("nan")
+    return {"mc_recall": round(recall, 3), "fnr": round(1 - recall, 3), "dice": round(2 * inter / max(pred_px + true_px, 1), 3),
+            "fp_per_cm2": round(fp / area_cm2, 3), "found": tp, "true_mcs": n_true, "false": fp}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flow-weights", help="flow generator weights (default: the bundled one)")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, base against TT-GPR")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    from mcgenref_core.device import make_predictor
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.refine import RefineConfig, refine
+    from mcgenref_core.tiling import run_tiled
+
+    seg = resolve_weights(None, "segmentor", 0.2)  # trained on film backgrounds only
+    model = seg.build_model()
+    predict = make_predictor(model, "cpu", "auto")
+    threshold = float(seg.metadata["operating_threshold"])
+    images, masks = shifted_pairs(args.data, args.pairs)
+    breast = np.ones(images.shape[1:], bool)
+    base = [run_tiled(predict, im, breast, tile=256, overlap=0.0) for im in images]
+    results = {}
+    print(f"film -> digital: {args.pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC, film segmentor at p >= {threshold:.3f}")
+    print(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
+    for name, overrides in VARIANTS.items():
+        start = time.perf_counter()
+        if overrides is None:
+            logits = base
+        else:
+            cfg = RefineConfig(flow_weights=args.flow_weights, **overrides)
+            logits = [refine(z0, im, breast, model, seg, cfg, "cpu")[0] for z0, im in zip(base, images)]
+        r = score(logits, masks, threshold, 0.2)
+        r["seconds"] = round(time.perf_counter() - start, 1)
+        results[name] = r
+        print(f"{name:30} {r['mc_recall']:9.3f} {r['fnr']:6.3f} {r['dice']:6.3f} {r['fp_per_cm2']:7.3f}  "
+              f"{r['found']:4d}/{r['true_mcs']:<5d} {r['false']:5d} {r['seconds']:5.0f}")
+    out = {"shift": results}
+    if args.mias:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from segmentor_quality import mias_clusters
+
+        print("mini-MIAS dev split (16 located circles, 36 validation normals):")
+        out["mias"] = {}
+        for name, cfg in (("base segmentor", None), ("TT-GPR", RefineConfig(flow_weights=args.flow_weights))):
+            m = mias_clusters(args.data, None, refine_config=cfg)
+            out["mias"][name] = {k: m[k] for k in ("circles_found", "circles", "fp_clusters_per_val_normal", "fp_components_per_cm2_val_normals", "seconds")}
+            print(f"  {name:16} {m['circles_found']}/{m['circles']} circles, {m['fp_clusters_per_val_normal']:.2f} FP clusters "
+                  f"per normal, {m['fp_components_per_cm2_val_normals']:.2f} false MCs per cm² ({m['seconds']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
