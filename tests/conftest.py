@@ -35,36 +35,43 @@ needs_cbis = pytest.mark.skipif(
 )
 
 
+def dicom_dataset(path: Path, pixels: np.ndarray, bits_stored: int = 16, **tags):
+    """An uncompressed MONOCHROME2 uint16 mammogram DICOM dataset of ``pixels`` (not saved yet:
+    callers may compress or alter it, then ``save_dicom``); ``tags`` set extra attributes."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "MG"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
+    ds.PixelData = np.ascontiguousarray(pixels, np.uint16).tobytes()
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    return ds
+
+
+def save_dicom(ds, path: Path) -> Path:
+    """Write a dataset from :func:`dicom_dataset` as a proper DICOM file."""
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 @pytest.fixture
 def write_dicom(tmp_path):
     """Factory writing a small uncompressed MONOCHROME2 uint16 DICOM; kwargs set extra tags."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     def make(name: str = "image.dcm", pixels: np.ndarray | None = None, **tags) -> Path:
         if pixels is None:
             pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(64, 48) % 4096).astype(np.uint16)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
         path = tmp_path / name
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = meta.MediaStorageSOPClassUID
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "MG"
-        ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-        for key, value in tags.items():
-            setattr(ds, key, value)
-        ds.save_as(path, enforce_file_format=True)
-        return path
+        return save_dicom(dicom_dataset(path, pixels, bits_stored=12, **tags), path)
 
     return make
 

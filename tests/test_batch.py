@@ -36,7 +36,15 @@ from mcgenref_core.batch import (
 )
 from mcgenref_core.errors import Cancelled, InputError
 
-from .conftest import MIAS_DIR, NYU_DIR, cbis_dicoms, needs_cbis, needs_shared_data
+from .conftest import (
+    MIAS_DIR,
+    NYU_DIR,
+    cbis_dicoms,
+    dicom_dataset,
+    needs_cbis,
+    needs_shared_data,
+    save_dicom,
+)
 
 BIN = Path(sys.executable).parent
 MCGENREF = [sys.executable, "-m", "mcgenref_core.cli"]
@@ -56,29 +64,12 @@ def _write_pgm(path: Path, pixels: np.ndarray) -> None:
 
 def _write_dicom(path: Path, pixels: np.ndarray, spacing_mm: float, rle: bool = False) -> None:
     """A real-format DICOM (uint16 MONOCHROME2, PixelSpacing set); RLE Lossless when asked."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import (
-        ExplicitVRLittleEndian,
-        RLELossless,
-        SecondaryCaptureImageStorage,
-        generate_uid,
-    )
+    from pydicom.uid import RLELossless
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelSpacing = [spacing_mm, spacing_mm]
-    ds.PixelData = np.ascontiguousarray(pixels, np.uint16).tobytes()
+    ds = dicom_dataset(path, pixels, PixelSpacing=[spacing_mm, spacing_mm])
     if rle:
         ds.compress(RLELossless)
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(ds, path)
 
 
 def _breast_window(pixels: np.ndarray, size: int) -> np.ndarray:

@@ -80,27 +80,9 @@ def _tiff(width: int, height: int, bits: int, data: bytes, compression: int = 1,
 
 def _dicom(path: Path, pixels: np.ndarray, syntax: str = "raw", rows: int | None = None, cols: int | None = None, **tags) -> None:
     """A DICOM file of ``pixels`` (uint16); ``rows``/``cols`` override the header afterwards."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import (
-        ExplicitVRLittleEndian,
-        JPEG2000Lossless,
-        RLELossless,
-        SecondaryCaptureImageStorage,
-        generate_uid,
-    )
+    from pydicom.uid import JPEG2000Lossless, RLELossless
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelSpacing = [0.05, 0.05]
-    ds.PixelData = np.ascontiguousarray(pixels, np.uint16).tobytes()
+    ds = dicom_dataset(path, pixels, PixelSpacing=[0.05, 0.05])
     if syntax == "rle":
         ds.compress(RLELossless)
     elif syntax == "j2k":
@@ -111,7 +93,7 @@ def _dicom(path: Path, pixels: np.ndarray, syntax: str = "raw", rows: int | None
         ds.Columns = cols
     for key, value in tags.items():
         setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(ds, path)
 
 
 def _crop(pixels: np.ndarray, size: int) -> np.ndarray:
@@ -426,7 +408,7 @@ def run_corpus(mode: str, manifest: Path, report: Path) -> None:
 
 # --- the tests -------------------------------------------------------------------------------
 
-from .conftest import needs_cbis, needs_shared_data  # noqa: E402
+from .conftest import dicom_dataset, needs_cbis, needs_shared_data, save_dicom  # noqa: E402
 
 pytestmark = [needs_shared_data, needs_cbis, pytest.mark.shared_data]
 
