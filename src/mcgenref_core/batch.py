@@ -637,18 +637,19 @@ def run_batch(
     True (or a ``threading.Event``) to stop: the run then writes its summary, closes what it
     started and raises :class:`~mcgenref_core.errors.Cancelled`.
     """
-    steps = batch_steps(config, client)
+    from .steps import run_to_end
+
     should_stop = cancel.is_set if hasattr(cancel, "is_set") else cancel
+
+    def on_event(event: BatchProgress) -> None:
+        if progress is not None:
+            progress(event)
+        if should_stop is not None and should_stop():
+            raise Cancelled("batch cancelled")
+
+    steps = batch_steps(config, client)
     try:
-        while True:
-            try:
-                event = next(steps)
-            except StopIteration as stop:
-                return stop.value
-            if progress is not None:
-                progress(event)
-            if should_stop is not None and should_stop():
-                raise Cancelled("batch cancelled")
+        return run_to_end(steps, on_event)
     finally:
         steps.close()
 
