@@ -82,3 +82,21 @@ def _strip_optional(hint: Any) -> Any:
         if len(inner) == 1:
             return inner[0]
     return hint
+
+
+def add_segment_options(p: argparse.ArgumentParser, format_default: str | None = None, refine_default: bool | None = None) -> None:
+    """The options of full-field segmentation that ``segment`` and ``batch`` share: the
+    ``InferenceConfig`` settings, ``--format``, ``--refine`` and every ``RefineConfig`` field."""
+    from ..refine import RefineConfig
+
+    p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: chosen by pixel size)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device (default auto)")
+    p.add_argument("--tile", type=int, metavar="PX", help="tile edge in working pixels (default 256)")
+    p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default 0.25)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default 8)")
+    p.add_argument("--threshold", type=float, metavar="P", help="MC probability threshold (default: the weights' operating point)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
+    p.add_argument("--min-area-mm2", type=float, metavar="MM2", help="drop MCs smaller than this")
+    p.add_argument("--format", choices=["tif", "zarr"], default=format_default, help="labels/prob as two TIFFs (default) or one zarr group")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=refine_default, help="run TT-GPR test-time refinement (default: off)")
+    add_config_options(p, RefineConfig, skip=("enabled", "precision"))

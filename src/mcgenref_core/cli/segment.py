@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError, McGenRefError
-from ._common import add_common_options, add_config_options, config_from_args
+from ._common import add_common_options, add_segment_options, config_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,20 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, TIFF, PNG, PGM or zarr")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size in mm (overrides the file)")
-    p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: chosen by pixel size)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device (default auto)")
-    p.add_argument("--tile", type=int, metavar="PX", help="tile edge in working pixels (default 256)")
-    p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default 0.25)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default 8)")
-    p.add_argument("--threshold", type=float, metavar="P", help="MC probability threshold (default: the weights' operating point)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
-    p.add_argument("--min-area-mm2", type=float, metavar="MM2", help="drop MCs smaller than this")
-    p.add_argument("--format", choices=["tif", "zarr"], default="tif", help="labels/prob as two TIFFs (default) or one zarr group")
-    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=False, help="run TT-GPR test-time refinement (default: off)")
+    add_segment_options(p, format_default="tif", refine_default=False)
     add_common_options(p)
-    from ..refine import RefineConfig
-
-    add_config_options(p, RefineConfig, skip=("enabled", "precision"))
     p.set_defaults(func=run)
 
 
