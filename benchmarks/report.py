@@ -201,7 +201,6 @@ def synthetic_overlay(section: dict, path: Path, n: int = 8, scale: int = 3) -> 
     """A strip of synthetic patches: found MCs (green), missed (red), false components (yellow)."""
     from PIL import Image, ImageDraw
 
-    from mcgenref_core.io.writers import atomic_path
     from mcgenref_core.overlay import to_display
 
     results = section["segmentor"]["results"]
@@ -217,6 +216,16 @@ def synthetic_overlay(section: dict, path: Path, n: int = 8, scale: int = 3) -> 
         _rings(draw, m.missed(), 4 * scale, (255, 50, 50), scale)
         _rings(draw, m.false(), 3 * scale, (255, 220, 0), scale)
         tiles.append(tile)
+    return _save_strip(tiles, path)
+
+
+def _save_strip(tiles: list, path: Path) -> str:
+    """Equal-sized RGB PIL tiles side by side (4 px white gaps) as a PNG, written atomically;
+    returns the file name."""
+    from PIL import Image
+
+    from mcgenref_core.io.writers import atomic_path
+
     w, h = tiles[0].size
     strip = Image.new("RGB", (w * len(tiles) + 4 * (len(tiles) - 1), h), (255, 255, 255))
     for k, tile in enumerate(tiles):
@@ -236,7 +245,6 @@ def mias_overlay(section: dict, data: Path, path: Path, half: int = 90, scale: i
     from PIL import Image, ImageDraw
 
     from mcgenref_core.io import read_mammogram
-    from mcgenref_core.io.writers import atomic_path
     from mcgenref_core.overlay import to_display
 
     results = section["segmentor"].images
@@ -275,13 +283,7 @@ def mias_overlay(section: dict, data: Path, path: Path, half: int = 90, scale: i
         draw.rectangle([2, 2, 10 + 6 * len(label), 16], fill=(0, 0, 0))
         draw.text((6, 4), label, fill=(255, 255, 255))
         tiles.append(tile)
-    w, h = tiles[0].size
-    strip = Image.new("RGB", (w * len(tiles) + 4 * (len(tiles) - 1), h), (255, 255, 255))
-    for k, tile in enumerate(tiles):
-        strip.paste(tile, (k * (w + 4), 0))
-    with atomic_path(path) as tmp:
-        strip.save(tmp, format="PNG")
-    return path.name
+    return _save_strip(tiles, path)
 
 
 # --- the page -------------------------------------------------------------------------------
