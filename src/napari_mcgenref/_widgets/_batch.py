@@ -18,12 +18,11 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from ._form import ChoiceEditor, ConfigFileButtons, ConfigForm, PathEditor
-from ._pickers import Section, vertical_scroll
+from ._pickers import Section, dock_column
 from ._runner import JobRunner, show_error_message, show_info_message
 from ._segment import describe_device, inference_editors
 
@@ -65,21 +64,17 @@ class BatchWidget(QWidget):
         top = QFormLayout()
         top.addRow("inputs", self.inputs)
         top.addRow("output folder", self.out)
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.addLayout(top)
-        layout.addWidget(Section("batch settings (cluster, format)", self.batch_form))
-        layout.addWidget(Section("inference settings", self.form))
-        layout.addWidget(self.refine_box)
-        layout.addWidget(Section("TT-GPR settings", self.refine_form))
-        layout.addWidget(self.files)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.table)
-        layout.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(vertical_scroll(inner))
+        dock_column(self, [
+            top,
+            Section("batch settings (cluster, format)", self.batch_form),
+            Section("inference settings", self.form),
+            self.refine_box,
+            Section("TT-GPR settings", self.refine_form),
+            self.files,
+            self.run_button,
+            self.runner,
+            self.table,
+        ])
 
         self.run_button.clicked.connect(self.run)
         self.table.cellDoubleClicked.connect(lambda row, column: self.open_row(row))

@@ -17,12 +17,11 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QPlainTextEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ._form import ConfigFileButtons, ConfigForm, FloatEditor, OptionalEditor
-from ._pickers import LayerPicker, Section, vertical_scroll
+from ._pickers import LayerPicker, Section, dock_column
 from ._plot import LinePlot
 from ._runner import JobRunner, show_error_message, show_info_message
 
@@ -70,20 +69,16 @@ class EvaluateWidget(QWidget):
         top.addRow("probability", self.prob_picker)
         top.addRow("breast from", self.image_picker)
         top.addRow("pixel size (mm)", self.pixel_size)
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.addLayout(top)
-        layout.addWidget(Section("evaluation settings", self.form))
-        layout.addWidget(self.files)
-        layout.addWidget(self.evaluate_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.table)
-        layout.addWidget(self.plot)
-        layout.addWidget(self.save_button)
-        layout.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(vertical_scroll(inner))
+        dock_column(self, [
+            top,
+            Section("evaluation settings", self.form),
+            self.files,
+            self.evaluate_button,
+            self.runner,
+            self.table,
+            self.plot,
+            self.save_button,
+        ])
 
         self.evaluate_button.clicked.connect(self.run)
         self.save_button.clicked.connect(self._ask_save)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QComboBox, QGroupBox, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QComboBox, QGroupBox, QLayout, QScrollArea, QVBoxLayout, QWidget
 
 
 def layer_kind(layer: Any) -> str:
@@ -105,6 +105,22 @@ def vertical_scroll(inner: QWidget) -> QScrollArea:
     scroll.setWidget(inner)
     scroll.setMinimumWidth(inner.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
     return scroll
+
+
+def dock_column(widget: QWidget, parts: Sequence[QWidget | QLayout]) -> None:
+    """Lay ``widget`` out as one column of ``parts`` (widgets or layouts, top to bottom, then
+    free space) inside a :func:`vertical_scroll` area that fills it edge to edge."""
+    inner = QWidget()
+    column = QVBoxLayout(inner)
+    for part in parts:
+        if isinstance(part, QLayout):
+            column.addLayout(part)
+        else:
+            column.addWidget(part)
+    column.addStretch(1)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(vertical_scroll(inner))
 
 
 def put_layers(viewer: Any, layer_data: Sequence[tuple[Any, dict[str, Any], str]]) -> list[Any]:

@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -31,7 +30,7 @@ from ._form import (
     OptionalEditor,
     PathEditor,
 )
-from ._pickers import LayerPicker, Section, put_layers, vertical_scroll
+from ._pickers import LayerPicker, Section, dock_column, put_layers
 from ._runner import JobRunner, show_error_message, show_info_message
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
@@ -132,22 +131,18 @@ class SegmentWidget(QWidget):
         self.save_results_button.setToolTip("write labels, probability, CSV and JSON as `mcgenref segment` does")
         self.files = ConfigFileButtons(self.save_settings, self.load_settings)
 
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.addLayout(top)
-        layout.addWidget(Section("inference settings", self.form, expanded=True))
-        layout.addWidget(self.device_label)
-        layout.addWidget(self.refine_box)
-        layout.addWidget(self.refine_section)
-        layout.addWidget(self.probability_box)
-        layout.addWidget(self.files)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.save_results_button)
-        layout.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(vertical_scroll(inner))
+        dock_column(self, [
+            top,
+            Section("inference settings", self.form, expanded=True),
+            self.device_label,
+            self.refine_box,
+            self.refine_section,
+            self.probability_box,
+            self.files,
+            self.run_button,
+            self.runner,
+            self.save_results_button,
+        ])
 
         self.run_button.clicked.connect(self.run)
         self.save_results_button.clicked.connect(self._ask_save_results)

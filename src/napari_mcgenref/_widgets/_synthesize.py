@@ -18,12 +18,11 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from ._form import ConfigFileButtons, ConfigForm, FloatEditor, IntEditor, OptionalEditor
-from ._pickers import LayerPicker, Section, put_layers, vertical_scroll
+from ._pickers import LayerPicker, Section, dock_column, put_layers
 from ._runner import JobRunner, show_error_message
 
 #: Delay between the last change of a setting and the live redraw, ms.
@@ -74,19 +73,15 @@ class SynthesizeWidget(QWidget):
         seed_row = QHBoxLayout()
         seed_row.addWidget(self.live_box)
         seed_row.addWidget(self.new_seed_button)
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.addLayout(top)
-        layout.addLayout(seed_row)
-        layout.addWidget(Section("synthesis settings", self.form, expanded=True))
-        layout.addWidget(self.files)
-        layout.addWidget(self.preview_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.summary)
-        layout.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(vertical_scroll(inner))
+        dock_column(self, [
+            top,
+            seed_row,
+            Section("synthesis settings", self.form, expanded=True),
+            self.files,
+            self.preview_button,
+            self.runner,
+            self.summary,
+        ])
 
         self.live_timer = QTimer(self)
         self.live_timer.setSingleShot(True)

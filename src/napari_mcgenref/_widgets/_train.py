@@ -18,7 +18,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QStackedWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -30,7 +29,7 @@ from ._form import (
     OptionalEditor,
     PathEditor,
 )
-from ._pickers import Section, vertical_scroll
+from ._pickers import Section, dock_column
 from ._plot import LinePlot
 from ._runner import JobRunner, show_error_message, show_info_message
 from ._segment import DEVICE_CHOICES, describe_device
@@ -102,20 +101,8 @@ class TrainWidget(QWidget):
         top.addRow("synthesis settings", self.synthesis_file)
         top.addRow("weights out", self.output)
         top.addRow("", self.resume_box)
-        inner = QWidget()
-        layout = QVBoxLayout(inner)
-        layout.addLayout(top)
         self.settings_section = Section("training settings", self.stack, expanded=True)
-        layout.addWidget(self.settings_section)
-        layout.addWidget(self.device_label)
-        layout.addWidget(self.files)
-        layout.addWidget(self.train_button)
-        layout.addWidget(self.runner)
-        layout.addWidget(self.plot)
-        layout.addStretch(1)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(vertical_scroll(inner))
+        dock_column(self, [top, self.settings_section, self.device_label, self.files, self.train_button, self.runner, self.plot])
 
         self.model.changed.connect(self._model_changed)
         for form in self.forms.values():
