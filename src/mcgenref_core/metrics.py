@@ -31,19 +31,6 @@ def component_labels(image: np.ndarray) -> tuple[np.ndarray, int]:
     return lut[image.astype(np.int64)], int(ids.size)
 
 
-def centroids(labels: np.ndarray, n: int) -> np.ndarray:
-    """(n, 2) float64 (row, col) centroids of labels 1..n in px."""
-    if n == 0:
-        return np.zeros((0, 2))
-    rows, cols = np.indices(labels.shape)
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=n + 1)[1:].astype(np.float64)
-    r = np.bincount(flat, weights=rows.ravel(), minlength=n + 1)[1:]
-    c = np.bincount(flat, weights=cols.ravel(), minlength=n + 1)[1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.stack([r / counts, c / counts], axis=1)
-
-
 def match_mcs(
     pred: np.ndarray,
     truth: np.ndarray,
@@ -51,7 +38,8 @@ def match_mcs(
     max_dist_mm: float = 0.35,
     min_iou: float = 0.3,
 ) -> dict[str, int]:
-    """One-to-one MC matching between a prediction and the truth.
+    """One-to-one MC matching between a prediction and the truth: the counts of
+    :func:`mcgenref_core.evaluation.mc.match_instances`.
 
     Parameters
     ----------
@@ -66,36 +54,6 @@ def match_mcs(
         ``tp`` (matched pairs), ``fp`` (unmatched predictions), ``fn`` (unmatched truths),
         ``n_pred``, ``n_true``.
     """
-    p_lab, n_p = component_labels(pred)
-    t_lab, n_t = component_labels(truth)
-    if n_p == 0 or n_t == 0:
-        return {"tp": 0, "fp": n_p, "fn": n_t, "n_pred": n_p, "n_true": n_t}
-    pc, tc = centroids(p_lab, n_p), centroids(t_lab, n_t)
-    dist_mm = np.sqrt(((pc[:, None, :] - tc[None, :, :]) ** 2).sum(-1)) * pixel_size_mm
-    # IoU of every overlapping pair from a joint histogram
-    both = (p_lab > 0) & (t_lab > 0)
-    inter = np.zeros((n_p, n_t))
-    if both.any():
-        pairs = (p_lab[both] - 1) * n_t + (t_lab[both] - 1)
-        inter = np.bincount(pairs, minlength=n_p * n_t).reshape(n_p, n_t).astype(np.float64)
-    area_p = np.bincount(p_lab.ravel(), minlength=n_p + 1)[1:].astype(np.float64)
-    area_t = np.bincount(t_lab.ravel(), minlength=n_t + 1)[1:].astype(np.float64)
-    iou = inter / (area_p[:, None] + area_t[None, :] - inter)
-    # a hair of tolerance: 5 px at 0.07 mm is 0.35000000000000003 mm in floating point
-    ok = (dist_mm <= max_dist_mm + 1e-9) | (iou >= min_iou)
-    tp = _max_matching(ok, dist_mm - iou)
-    return {"tp": tp, "fp": n_p - tp, "fn": n_t - tp, "n_pred": n_p, "n_true": n_t}
+    from .evaluation.mc import match_instances
 
-
-def _max_matching(allowed: np.ndarray, cost: np.ndarray) -> int:
-    """Size of the largest one-to-one matching over ``allowed`` pairs (ties: least cost)."""
-    from scipy.optimize import linear_sum_assignment
-
-    rows = np.flatnonzero(allowed.any(1))
-    cols = np.flatnonzero(allowed.any(0))
-    if rows.size == 0:
-        return 0
-    sub_ok = allowed[np.ix_(rows, cols)]
-    sub_cost = np.where(sub_ok, cost[np.ix_(rows, cols)], 1e6)
-    r, c = linear_sum_assignment(sub_cost)
-    return int(sub_ok[r, c].sum())
+    return match_instances(np.asarray(pred), np.asarray(truth), pixel_size_mm, max_dist_mm, min_iou).counts()

@@ -158,8 +158,8 @@ def _label_stats(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 def label_centroids(labels: np.ndarray, n: int | None = None) -> np.ndarray:
     """(n, 2) float64 (row, col) px centroids of ids 1..n of an (H, W) label image.
 
-    Only foreground pixels are visited, so sparse labels on large images are cheap; agrees with
-    :func:`mcgenref_core.metrics.centroids` (NaN for an id without pixels).
+    Only foreground pixels are visited, so sparse labels on large images are cheap (NaN for
+    an id without pixels).
     """
     n = int(labels.max(initial=0)) if n is None else int(n)
     return _label_stats(labels, n)[0]
