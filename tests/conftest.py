@@ -76,6 +76,14 @@ def write_dicom(tmp_path):
     return make
 
 
+def wait_done(qtbot, widget, timeout=60_000):
+    """Wait for a napari widget's job (its ``runner``) to end; return how it ended."""
+    outcomes = []
+    widget.runner.done.connect(outcomes.append)
+    qtbot.waitUntil(lambda: bool(outcomes), timeout=timeout)
+    return outcomes[0]
+
+
 @pytest.fixture
 def one_torch_thread():
     """Tiny networks: one torch thread is fastest, and fair to a CPU busy with other work."""

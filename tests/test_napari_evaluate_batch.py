@@ -10,19 +10,13 @@ import pytest
 
 from mcgenref_core.samples import sample_path
 
+from .conftest import wait_done
+
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 PLUGIN = "napari-mcgenref"
-
-
-def wait_done(qtbot, widget, timeout=60_000):
-    """Wait for the widget's job to end; return how it ended."""
-    outcomes = []
-    widget.runner.done.connect(outcomes.append)
-    qtbot.waitUntil(lambda: bool(outcomes), timeout=timeout)
-    return outcomes[0]
 
 
 def three_mcs():

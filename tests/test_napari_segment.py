@@ -7,6 +7,8 @@ import pytest
 
 from mcgenref_core.samples import sample_path
 
+from .conftest import wait_done
+
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
@@ -26,14 +28,6 @@ def open_segment(viewer):
     """The Segment dock widget, opened from the manifest."""
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment")
     return widget
-
-
-def wait_done(qtbot, widget, timeout=60_000):
-    """Wait for the widget's job to end; return how it ended."""
-    outcomes = []
-    widget.runner.done.connect(outcomes.append)
-    qtbot.waitUntil(lambda: bool(outcomes), timeout=timeout)
-    return outcomes[0]
 
 
 def test_segment_layer_equals_the_core_and_carries_the_record(viewer_with_sample, qtbot, tmp_path):

@@ -9,21 +9,13 @@ import pytest
 
 from mcgenref_core.samples import sample_path
 
-from .conftest import MIAS_DIR, needs_shared_data
+from .conftest import MIAS_DIR, needs_shared_data, wait_done
 
 pytestmark = [pytest.mark.gui, pytest.mark.usefixtures("one_torch_thread")]
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
 PLUGIN = "napari-mcgenref"
-
-
-def wait_done(qtbot, widget, timeout=60_000):
-    """Wait for the widget's job to end; return how it ended."""
-    outcomes = []
-    widget.runner.done.connect(outcomes.append)
-    qtbot.waitUntil(lambda: bool(outcomes), timeout=timeout)
-    return outcomes[0]
 
 
 def test_synthesize_previews_clusters_with_exact_truth_and_follows_the_seed(make_napari_viewer, qtbot, tmp_path):
