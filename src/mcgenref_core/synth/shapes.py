@@ -330,14 +330,14 @@ def _point_segment_d2(py: np.ndarray, px: np.ndarray, ay, ax, by, bx) -> np.ndar
     vy, vx = by - ay, bx - ax
     inv_len2 = 1.0 / np.maximum(vy * vy + vx * vx, np.float32(1e-12))
     ry, rx = py - ay, px - ax
-    tt = (ry * vy + rx * vx) * inv_len2
+    tt = ry * (vy * inv_len2) + rx * (vx * inv_len2)
     np.clip(tt, 0.0, 1.0, out=tt)
-    ry -= tt * vy
-    rx -= tt * vx
-    ry *= ry
-    rx *= rx
-    ry += rx
-    return ry
+    ey = ry - tt * vy
+    ex = rx - tt * vx
+    ey *= ey
+    ex *= ex
+    ey += ex
+    return ey
 
 
 def _segment_d2(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
@@ -346,19 +346,9 @@ def _segment_d2(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
     against ``dy``), pixels squared."""
     d2 = None
     for i in range(segs.shape[-3]):
-        ay, ax = segs[..., i, 0, 0], segs[..., i, 0, 1]
-        by, bx = segs[..., i, 1, 0] - ay, segs[..., i, 1, 1] - ax
-        inv_len2 = 1.0 / np.maximum(by * by + bx * bx, np.float32(1e-12))
-        py = dy - ay
-        px = dx - ax
-        tt = py * (by * inv_len2) + px * (bx * inv_len2)
-        np.clip(tt, 0.0, 1.0, out=tt)
-        ey = py - tt * by
-        ex = px - tt * bx
-        ey *= ey
-        ex *= ex
-        ey += ex
-        d2 = ey if d2 is None else np.minimum(d2, ey, out=d2)
+        seg = segs[..., i, :, :]
+        di = _point_segment_d2(dy, dx, seg[..., 0, 0], seg[..., 0, 1], seg[..., 1, 0], seg[..., 1, 1])
+        d2 = di if d2 is None else np.minimum(d2, di, out=d2)
     return d2
 
 
