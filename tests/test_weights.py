@@ -49,6 +49,20 @@ def test_wrong_hash_corrupt_pickled_and_missing_files_fail_clearly(tmp_path):
         load_weights(empty)
 
 
+@pytest.mark.parametrize("start, modulus", [(0x80, 256), (0x4B50, 65536)])  # b"\x80", b"PK"
+def test_a_header_length_that_starts_like_a_pickle_or_zip_still_loads(tmp_path, start, modulus):
+    """A safetensors file opens with its header length (u64, little-endian, a multiple of 8):
+    its low byte can be 0x80 and its low two bytes can spell PK, the first bytes of a pickle
+    and of torch.save's zip."""
+    model = UNet(base_channels=4, depth=2)
+    path = save_weights(tmp_path / "w.safetensors", model.state_dict(), dict(META, note=""))
+    length = int.from_bytes(path.read_bytes()[:8], "little")
+    pad = (start - length) % modulus  # each padding character adds one byte to the header
+    save_weights(path, model.state_dict(), dict(META, note="x" * pad))
+    assert int.from_bytes(path.read_bytes()[:8], "little") % modulus == start
+    assert load_weights(path).metadata["note"] == "x" * pad
+
+
 def test_metadata_is_required_and_architecture_must_fit(tmp_path):
     from safetensors.torch import save_file
 

@@ -122,6 +122,15 @@ def save_weights(path: str | os.PathLike, state_dict: dict[str, Any], metadata: 
     return path
 
 
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """True when the first 9 bytes are a safetensors start: a little-endian u64 header length
+    that fits in the file, then the header's opening brace. (The length's low byte can be
+    0x80 or spell ``PK``, the starts of a pickle and a zip, so those alone prove nothing.)"""
+    if len(head) < 9:
+        return False
+    return 8 + int.from_bytes(head[:8], "little") <= size and head[8:9] == b"{"
+
+
 def load_weights(path: str | os.PathLike, expected_sha256: str | None = None, name: str | None = None) -> Weights:
     """Load a safetensors weights file; every problem becomes one ``InputError`` line.
 
@@ -140,8 +149,8 @@ def load_weights(path: str | os.PathLike, expected_sha256: str | None = None, na
     if expected_sha256 and digest != expected_sha256:
         raise InputError(path, f"weights file is corrupt or replaced: SHA-256 {digest[:12]}… does not match the registry's {expected_sha256[:12]}…")
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    if head[:2] == b"PK" or head[:1] == b"\x80":
+        head = fh.read(9)
+    if not _looks_like_safetensors(head, path.stat().st_size) and (head[:2] == b"PK" or head[:1] == b"\x80"):
         raise InputError(path, "is a pickled PyTorch checkpoint; only safetensors weights are loaded (they cannot execute code)")
     try:
         from safetensors import safe_open
