@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -203,10 +204,11 @@ def test_train_flow_writes_flow_weights_and_resumes_bit_for_bit(tmp_path, val_ba
     log = [json.loads(line) for line in (tmp_path / "a.safetensors.log.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "step" for r in log) == 4
 
-    # interrupted after step 3 (last checkpoint at step 2), then resumed: same weights
+    # interrupted after step 3 (last checkpoint at step 2), then resumed with synthesis in
+    # worker processes: the same batches, so the same weights
     _run(train_flow_steps(tmp_path / "b.safetensors", **kwargs), stop_after_step=3)
     assert (tmp_path / "b.safetensors.ckpt.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
-    _run(train_flow_steps(tmp_path / "b.safetensors", resume=True, **kwargs))
+    _run(train_flow_steps(tmp_path / "b.safetensors", resume=True, **{**kwargs, "train": dataclasses.replace(cfg, workers=2)}))
     resumed = load_weights(tmp_path / "b.safetensors")
     for key, value in weights.state_dict.items():
         assert torch.equal(value, resumed.state_dict[key]), key

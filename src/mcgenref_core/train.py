@@ -61,6 +61,7 @@ class TrainConfig(StepConfig):
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CPU/CUDA), fp32, bf16"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    workers: int = field(default=0, metadata={"help": "synthesis worker processes (0 = synthesise in the training process); the batches are the same either way"})
     seed: int = field(default=0, metadata={"help": "random seed (data, initialisation)"})
     calibrate: bool = field(default=True, metadata={"help": "choose the operating threshold on the validation normals after training"})
     calibration_target: float | None = field(default=None, metadata={"help": "allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)"})
@@ -252,22 +253,23 @@ def train_segmentor_steps(
     def lr_at(s: int) -> float:
         return cosine_lr(s, train.steps, train.warmup_steps, train.lr)
 
-    n_hard = int(round(train.batch_size * train.hard_negative_fraction))
+    from .train_data import SegmentorBatches, hard_negatives_in_batch, iterate_batches
+
     best_val: dict[str, float] = {}
+    batches = iterate_batches(SegmentorBatches(gen_train, train), step, train.steps, train.workers)
     while step < train.steps:
-        if n_hard and step >= train.hard_negative_every and (step % train.hard_negative_every == 0 or hard_negatives.shape[0] == 0):
+        k_hard = hard_negatives_in_batch(step, train)
+        if k_hard and (step % train.hard_negative_every == 0 or hard_negatives.shape[0] == 0):
             hard_negatives = _mine_hard_negatives(model, gen_train, rng, train, device, amp)
             model.train()
-        k_hard = min(n_hard, hard_negatives.shape[0])
-        images, masks = gen_train.batch(train.batch_size - k_hard, rng)
+        images, masks = next(batches)
         if k_hard:
             pick = rng.choice(hard_negatives.shape[0], size=k_hard, replace=False)
             hn = hard_negatives[pick]
             if rng.random() < 0.5:
                 hn = hn[:, :, ::-1]
-            images = np.concatenate([images, hn.copy()])
+            images = np.concatenate([images, augment_texture(hn.copy(), rng, train)])
             masks = np.concatenate([masks, np.zeros_like(hn, dtype=masks.dtype)])
-        images = augment_texture(images, rng, train)
         x = torch.from_numpy(np.ascontiguousarray(images))[:, None].to(device).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy((masks > 0).astype(np.float32))[:, None].to(device)
         for group in optimiser.param_groups:
@@ -428,7 +430,7 @@ def _load_checkpoint(path: Path, model, optimiser, train: TrainConfig):
         tensors = load_file(str(path))
     except Exception as exc:
         raise InputError(path, f"checkpoint cannot be read ({str(exc).splitlines()[0][:100]})") from None
-    saved = {k: v for k, v in meta["train"].items() if k not in ("steps", "device", "threads", "val_every", "checkpoint_every")}
+    saved = {k: v for k, v in meta["train"].items() if k not in ("steps", "device", "threads", "workers", "val_every", "checkpoint_every")}
     current = {k: v for k, v in train.to_dict().items() if k in saved}
     if saved != current:
         changed = sorted(k for k in saved if saved[k] != current.get(k))

@@ -63,6 +63,7 @@ class FlowTrainConfig(StepConfig):
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
     precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CPU/CUDA), fp32, bf16"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
+    workers: int = field(default=0, metadata={"help": "synthesis worker processes (0 = synthesise in the training process); the batches are the same either way"})
     seed: int = field(default=0, metadata={"help": "random seed (data, noise, initialisation)"})
 
     def validate(self) -> None:
@@ -217,10 +218,12 @@ def train_flow_steps(
     elif log_path.exists() and not resume:
         log_path.unlink()
 
+    from .train_data import FlowBatches, iterate_batches
+
     last_val: dict[str, float] = {}
+    batches = iterate_batches(FlowBatches(gen_train, train), step, train.steps, train.workers)
     while step < train.steps:
-        images, masks = gen_train.batch(train.batch_size, rng)
-        x, seed, context, eps, t = (None if v is None else v.to(device) for v in flow_batch(images, seed_batch(masks, train.seed_sigma_px), rng, train))
+        x, seed, context, eps, t = (None if v is None else v.to(device) for v in next(batches))
         lr = cosine_lr(step, train.steps, train.warmup_steps, train.lr)
         for group in optimiser.param_groups:
             group["lr"] = lr
