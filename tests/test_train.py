@@ -83,3 +83,24 @@ def test_a_background_in_both_splits_is_refused(tmp_path):
     with pytest.raises(InputError, match="both a training and a validation"):
         train_segmentor(tmp_path / "x.safetensors", TrainConfig(**TINY), SynthesisConfig(),
                         backgrounds=[str(MIAS_DIR / "mdb003.pgm")], val_backgrounds=[str(MIAS_DIR / "mdb003.pgm")], cache_dir=None)
+
+
+@needs_shared_data
+def test_calibrate_command_sets_the_threshold_on_held_out_normals(tmp_path, capsys):
+    from mcgenref_core.cli import main
+
+    path = _run(tmp_path / "w.safetensors")  # trained without calibration
+    assert "calibration" not in load_weights(path).metadata
+    out = tmp_path / "calibrated.safetensors"
+    assert main(["train", "calibrate", str(path), "--normals", str(MIAS_DIR / "mdb007.pgm"), "--device", "cpu", "--out", str(out)]) == 0
+    assert "operating threshold" in capsys.readouterr().out
+    meta = load_weights(out).metadata
+    chosen, table = meta["calibration"]["chosen"], meta["calibration"]["table"]
+    assert meta["calibration"]["normals"] == ["mdb007"] and meta["operating_threshold"] == chosen["threshold"]
+    # the lowest threshold of the table within the film limit (0.5 false clusters per image)
+    meeting = [row for row in table if row["fp_clusters_per_image"] <= 0.5]
+    assert chosen["met"] == bool(meeting) and (not meeting or chosen["logit"] == meeting[0]["logit"])
+    assert meta["training"] == load_weights(path).metadata["training"]  # the rest is kept
+    # a training background is no calibration set
+    assert main(["train", "calibrate", str(path), "--normals", str(MIAS_DIR / "mdb003.pgm"), "--device", "cpu"]) == 2
+    assert "training backgrounds" in capsys.readouterr().err

@@ -105,3 +105,51 @@ def choose_threshold(table: list[dict[str, float]], limits: dict[str, float]) ->
         if all(row[key] <= limit for key, limit in limits.items()):
             return {**row, "limits": dict(limits), "met": True}
     return {**table[-1], "limits": dict(limits), "met": False}
+
+
+def calibration_metadata(responses: list[NormalResponse], limits: dict[str, float]) -> dict:
+    """The ``operating_threshold`` and ``calibration`` entries of a segmentor's metadata:
+    the threshold chosen by :func:`choose_threshold` on the responses' false-positive table."""
+    table = false_positive_table(responses)
+    chosen = choose_threshold(table, limits)
+    return {"operating_threshold": chosen["threshold"],
+            "calibration": {"normals": [r.name for r in responses], "chosen": chosen, "table": table}}
+
+
+def calibrate_weights_steps(
+    path: str | os.PathLike,
+    normals: Sequence[str | os.PathLike],
+    limits: dict[str, float],
+    pixel_size_mm: float | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+) -> Generator[int, None, dict]:
+    """Choose the operating threshold of the segmentor weights at ``path`` on ``normals``.
+
+    Segments each normal (yields the count done), picks the lowest threshold meeting
+    ``limits`` (see :func:`choose_threshold`) and writes the weights again, atomically, to
+    ``out`` (default: ``path`` itself) with ``operating_threshold`` and ``calibration`` in
+    their metadata. Returns the chosen row. The normals must be images the model never trained
+    on: a file listed among the weights' training backgrounds is refused.
+    """
+    from pathlib import Path
+
+    from .models.weights import load_weights, save_weights
+
+    weights = load_weights(path)
+    if weights.kind != "segmentor":
+        raise InputError(path, f"is {weights.kind} weights; only a segmentor has an operating threshold")
+    trained_on = set(weights.metadata.get("training", {}).get("train_backgrounds", []))
+    for normal in normals:
+        if Path(normal).name in trained_on:
+            raise InputError(normal, "is one of the weights' training backgrounds; calibrate on held-out normals")
+    gen = normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device)
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration as stop:
+            responses = stop.value
+            break
+    metadata = {**weights.metadata, **calibration_metadata(responses, limits)}
+    save_weights(out or path, weights.state_dict, metadata)
+    return metadata["calibration"]["chosen"]

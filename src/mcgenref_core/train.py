@@ -321,7 +321,7 @@ def train_segmentor_steps(
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
     if train.calibrate:
-        from .calibrate import choose_threshold, false_positive_table, normal_responses
+        from .calibrate import calibration_metadata, normal_responses
         from .models.weights import Weights
 
         model.eval()
@@ -334,10 +334,8 @@ def train_segmentor_steps(
                 responses = stop.value
                 break
             yield TrainEvent("calibrate", done, len(val_files), {})
-        table = false_positive_table(responses)
-        chosen = choose_threshold(table, train.calibration_limits)
-        metadata["operating_threshold"] = chosen["threshold"]
-        metadata["calibration"] = {"normals": [r.name for r in responses], "chosen": chosen, "table": table}
+        metadata.update(calibration_metadata(responses, train.calibration_limits))
+        chosen = metadata["calibration"]["chosen"]
         _append_log(log_path, {"kind": "calibration", **chosen})
         yield TrainEvent("calibrated", train.steps, train.steps, {k: v for k, v in chosen.items() if isinstance(v, float)})
     save_weights(out, model.state_dict(), metadata)

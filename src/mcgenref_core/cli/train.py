@@ -1,4 +1,6 @@
-"""``mcgenref train segmentor|flow --backgrounds PATH... --out WEIGHTS [options]``."""
+"""``mcgenref train segmentor|flow --backgrounds PATH... --out WEIGHTS [options]`` and
+``mcgenref train calibrate WEIGHTS [--normals PATH...]`` (choose a trained segmentor's
+operating threshold on held-out normals, as training does at its end)."""
 
 from __future__ import annotations
 
@@ -44,6 +46,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         add_config_options(q, config_cls)
         add_config_options(q, SynthesisConfig, skip=("patch_px", "working_pixel_size_mm", "seed"))
         q.set_defaults(func=run)
+    c = models.add_parser("calibrate", help="choose a trained segmentor's operating threshold on held-out normals",
+                          description="Segment held-out normal mammograms and store, in the weights' metadata, the lowest "
+                                      "threshold whose false positives stay within the regime's limits (as training does).")
+    c.add_argument("weights", metavar="WEIGHTS", help="segmentor weights (.safetensors), rewritten in place unless --out")
+    c.add_argument("--normals", nargs="+", metavar="PATH", help="held-out normals (default: the validation normals of the weights' regime in --data-dir)")
+    c.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="the development data folder (default: ../shared/data)")
+    c.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size of the normals when the files do not say (digital default 0.07)")
+    c.add_argument("--target", type=float, metavar="N", help="allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    c.add_argument("--out", metavar="WEIGHTS", help="write the calibrated weights here instead")
+    add_common_options(c)
+    c.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from ..calibrate import calibrate_weights_steps
+    from ..models.weights import load_weights
+    from ..steps import run_to_end
+    from ..synth.splits import default_backgrounds, expand_backgrounds
+    from ..train import REGIME_PIXEL_SIZE_MM, TrainConfig
+
+    regime = load_weights(args.weights).metadata.get("regime") or "film"
+    if args.normals:
+        normals, problems = expand_backgrounds(list(args.normals), split="val")
+        if not normals:
+            raise problems[0]
+    else:
+        normals = default_backgrounds(args.data_dir, regime, "val")
+    pixel = args.pixel_size or (REGIME_PIXEL_SIZE_MM["digital"] if regime == "digital" else None)
+    limits = TrainConfig(regime=regime, calibration_target=args.target).calibration_limits
+    chosen = run_to_end(calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out))
+    print(f"operating threshold {chosen['threshold']:.6g} (logit {chosen['logit']}): "
+          f"{chosen['fp_clusters_per_image']:.2f} false clusters per normal, {chosen['fp_components_per_cm2']:.2f} false MCs per cm²"
+          + ("" if chosen["met"] else " (limits not met: highest threshold)"))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
