@@ -28,6 +28,8 @@ from mcgenref_core.refine_ops import (
 )
 from mcgenref_core.segment import Progress
 
+from .conftest import NYU_DIR, needs_shared_data
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -139,6 +141,16 @@ def test_variance_weighting_and_dice_switches_change_the_result(flow_weights, se
     assert not np.array_equal(on, flat) and not np.array_equal(on, dice)
 
 
+def test_the_fit_reads_probabilities_at_the_operating_point(flow_weights, segmentor):
+    """The fit works on logits shifted by logit(τ): a no-op at τ = 0.5, a change elsewhere."""
+    image, breast, z0 = _case()
+    for tau, same in ((0.5, True), (0.9, False)):
+        at, rec_at = _run(z0, image, breast, segmentor, _cfg(flow_weights, rounds=1, seed_threshold=tau), flow_weights)
+        raw, rec_raw = _run(z0, image, breast, segmentor, _cfg(flow_weights, rounds=1, seed_threshold=tau, fit_at_operating_point=False), flow_weights)
+        assert np.allclose(at, raw, atol=1e-5) == same, tau
+        assert rec_at["fit_offset_logit"] == pytest.approx(np.log(tau / (1 - tau)), abs=1e-5) and rec_raw["fit_offset_logit"] == 0.0
+
+
 def test_crops_only_where_candidates_are(flow_weights, segmentor):
     image, breast, z0 = _case(shape=(160, 192), peaks=((30, 30, 2.0), (130, 160, -1.0)))
     z, record = _run(z0, image, breast, segmentor, _cfg(flow_weights, rounds=1))
@@ -244,48 +256,47 @@ def test_segment_runs_refinement_in_the_pipeline(flow_weights, segmentor):
 
 
 @pytest.mark.slow
+@needs_shared_data
 @pytest.mark.skipif(default_weights_name("flow", 0.2) is None or default_weights_name("segmentor", 0.2) is None,
                     reason="needs the bundled film flow generator and segmentor (trained weights)")
-def test_tt_gpr_recovers_faint_mcs_and_adds_nothing_to_blanks():
-    """Faint synthetic MCs the base segmentor misses are won back; a blank patch stays blank.
+def test_tt_gpr_wins_back_mcs_the_base_segmentor_misses_across_sites():
+    """Under the film -> digital shift TT-GPR is built for, it finds MCs the base misses.
 
-    Cases: 256 px patches at 0.2 mm from the bundled normal mdb008 with clusters of low
-    contrast (2.5-4 local sigmas, no visibility floor), the regime where the base segmentor
-    misses most. Recall is pooled over the cases at the segmentor's operating threshold.
+    Cases: 256 px patches at 0.2 mm of the digital validation normal gmic-0_L-CC (never a
+    background of the film segmentor or the flow) with synthetic clusters at the default
+    contrast; the bundled film segmentor finds a minority of them at its operating threshold.
+    MCs are matched one to one (0.35 mm); recall is pooled over the cases. A blank case (a
+    flat image) gives no seed, so nothing is refined or added there.
     """
     from mcgenref_core.device import make_predictor
     from mcgenref_core.metrics import match_mcs
     from mcgenref_core.models.weights import resolve_weights
-    from mcgenref_core.samples import sample_path
     from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+    from mcgenref_core.synth.splits import digital_normals
     from mcgenref_core.tiling import run_tiled
 
     seg = resolve_weights(None, "segmentor", 0.2)
     model = seg.build_model()
     predict = make_predictor(model, "cpu", "auto")
     threshold = float(seg.metadata.get("operating_threshold", 0.5))
-    sampler = BackgroundSampler([sample_path("mdb008")], 0.2, cache_dir=None)
-    faint = SynthesisConfig(patch_px=256, working_pixel_size_mm=0.2, negative_fraction=0.0, contrast_snr=(2.5, 4.0), min_peak_snr=0.0)
-    blank = faint.replace(negative_fraction=1.0)
-    cfg = RefineConfig()
+    sampler = BackgroundSampler(digital_normals(NYU_DIR, "val"), 0.2, pixel_size_mm=0.07, cache_dir=None)
+    generator = SyntheticPairGenerator(SynthesisConfig(patch_px=256, working_pixel_size_mm=0.2, negative_fraction=0.0), sampler)
     found_before = found_after = total = 0
-    rng = np.random.default_rng(7)
+    rng = np.random.default_rng(3)
     for _ in range(6):
-        pair = SyntheticPairGenerator(faint, sampler).sample(rng)
+        pair = generator.sample(rng)
         breast = np.ones(pair.image.shape, bool)
         z0 = run_tiled(predict, pair.image, breast, tile=256, overlap=0.0)
-        z, _ = refine(z0, pair.image, breast, model, seg, cfg, "cpu")
+        z, _ = refine(z0, pair.image, breast, model, seg, RefineConfig(), "cpu")
         before = match_mcs(1 / (1 + np.exp(-z0)) >= threshold, pair.mask, 0.2)
         after = match_mcs(1 / (1 + np.exp(-z)) >= threshold, pair.mask, 0.2)
         found_before += before["tp"]
         found_after += after["tp"]
         total += before["n_true"]
-    assert total > 0 and found_after > found_before, (found_before, found_after, total)
-    for _ in range(3):
-        pair = SyntheticPairGenerator(blank, sampler).sample(rng)
-        breast = np.ones(pair.image.shape, bool)
-        z0 = run_tiled(predict, pair.image, breast, tile=256, overlap=0.0)
-        z, _ = refine(z0, pair.image, breast, model, seg, RefineConfig(), "cpu")
-        n_before = match_mcs(1 / (1 + np.exp(-z0)) >= threshold, np.zeros_like(pair.mask), 0.2)["n_pred"]
-        n_after = match_mcs(1 / (1 + np.exp(-z)) >= threshold, np.zeros_like(pair.mask), 0.2)["n_pred"]
-        assert n_after <= n_before
+    assert total > 0 and found_before < total / 2, (found_before, total)  # the base misses most
+    assert found_after > found_before, (found_before, found_after, total)
+    flat = np.full((256, 256), 0.5, np.float32)
+    breast = np.ones(flat.shape, bool)
+    z0 = run_tiled(predict, flat, breast, tile=256, overlap=0.0)
+    z, record = refine(z0, flat, breast, model, seg, RefineConfig(), "cpu")
+    assert record["crops_refined"] == 0 and np.array_equal(z, z0)

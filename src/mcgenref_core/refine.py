@@ -67,6 +67,7 @@ class RefineConfig(StepConfig):
     use_candidates: bool = _f(True, "seed low-confidence candidates too (off: only peaks above τ)")
     use_variance_weighting: bool = _f(True, "weight the fit by 1 - var_k/0.25 (draws that agree count more)")
     use_dice: bool = _f(False, "add the soft-Dice consistency term (the second reading of 'overlap')")
+    fit_at_operating_point: bool = _f(True, "read probabilities relative to the segmentor's operating threshold τ: the fit and the surrogate use sigmoid(logit - logit τ), so q = 0.5 means 'at τ' (a synthetic-only segmentor's raw probabilities are saturated; off: raw sigmoid)")
     precision: str = _f("auto", "auto (bf16 on CPU/CUDA), fp32, bf16 or fp16 for the networks")
     seed: int = _f(0, "random seed of the projection noise")
 
@@ -147,13 +148,13 @@ def load_flow(config: RefineConfig, pixel_size_mm: float, device: str, flow=None
     return _Flow(model, weights, float(norm.get("data_scale", DATA_SCALE)), float(meta.get("seed", {}).get("sigma_px", 1.0)), float(norm.get("lowpass_sigma_px", 0.0)))
 
 
-def surrogate(model, flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: RefineConfig, device: str, amp, generator):
+def surrogate(model, flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: RefineConfig, device: str, amp, generator, offset: float = 0.0):
     """Surrogate targets of crops through the frozen generator and segmentor.
 
     ``crops`` (B, P, P) float32 normalised image, ``seeds`` (B, P, P) float32. Draws K noises
     from ``generator`` (CPU ``torch.Generator``), projects, runs the segmentor on every draw.
-    Returns ``q`` (B, P, P) = mean_k sigmoid(S(x_k)) and ``var`` (B, P, P) over k, float32
-    tensors on ``device``.
+    Returns ``q`` (B, P, P) = mean_k sigmoid(S(x_k) - offset) and ``var`` (B, P, P) over k,
+    float32 tensors on ``device`` (``offset``: the logit of the operating threshold, or 0).
     """
     import torch
 
@@ -173,7 +174,7 @@ def surrogate(model, flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: 
                 logits = model(images)
         else:
             logits = model(images)
-        prob = torch.sigmoid(logits.float()).reshape(config.draws, b, p, p)
+        prob = torch.sigmoid(logits.float() - offset).reshape(config.draws, b, p, p)
     return prob.mean(0), prob.var(0, unbiased=False)
 
 
@@ -227,6 +228,7 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
         raise InputError("--crop-px", f"crop of {p} px does not fit the segmentor (multiple of {model.size_multiple} needed)")
     tau = config.seed_threshold if config.seed_threshold is not None else float(weights.metadata.get("operating_threshold", 0.5))
     low = min(config.candidate_threshold, tau) if config.use_candidates else tau
+    offset = math.log(tau / (1.0 - tau)) if config.fit_at_operating_point else 0.0
     image, breast = pad_to_tile(np.asarray(image_w, np.float32), np.asarray(breast_w, bool), p)
     z0 = np.pad(base, ((0, image.shape[0] - base.shape[0]), (0, image.shape[1] - base.shape[1])), constant_values=BACKGROUND_LOGIT)
     obj = config.objective()
@@ -264,7 +266,7 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
             var = torch.zeros_like(q)
             for i in range(n_batches):
                 sl = slice(i * config.crop_batch, (i + 1) * config.crop_batch)
-                q[sl], var[sl] = surrogate(model, flow, y[sl], seeds[sl], config, device, amp, generator)
+                q[sl], var[sl] = surrogate(model, flow, y[sl], seeds[sl], config, device, amp, generator, offset)
                 done += 1
                 yield Progress("refine", done, total)
             fit_weight = (1.0 - var / 0.25).clamp(0.0, 1.0) if config.use_variance_weighting else torch.ones_like(q)
@@ -272,7 +274,9 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
             inverse, n_union = union_index(corners, p, z.shape[1])
             tapers = crop_tapers(corners, p, margin, z.shape)
             taper_t = torch.from_numpy(tapers).to(device)
-            z_new = optimise_crops(torch.from_numpy(z_start).to(device), torch.from_numpy(z_base).to(device), q, fit_weight, wy, wx, taper_t, inverse.to(device), n_union, obj, config.adam_steps, config.adam_lr)
+            # optimised relative to the operating point (every term but the fit and Dice is
+            # shift-invariant), then shifted back
+            z_new = optimise_crops(torch.from_numpy(z_start - offset).to(device), torch.from_numpy(z_base - offset).to(device), q, fit_weight, wy, wx, taper_t, inverse.to(device), n_union, obj, config.adam_steps, config.adam_lr) + offset
             z_prev = z
             z = blend_crops(z, z_new.cpu().numpy(), z_start, corners, tapers, breast)
             info["mean_abs_change"] = round(float(np.abs(z - z_prev)[breast].mean()) if breast_px else 0.0, 6)
@@ -288,6 +292,7 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
         "settings": config.to_dict(),
         "seed_threshold_used": tau,
         "candidate_threshold_used": low,
+        "fit_offset_logit": round(offset, 6),
         "device": device,
         "flow_weights": None if flow is None else {"name": flow.weights.name, "path": str(flow.weights.path), "sha256": flow.weights.sha256, "working_pixel_size_mm": flow.weights.working_pixel_size_mm},
         "rounds": rounds,
