@@ -35,7 +35,6 @@ CASES = {
 
 def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
     """Run one measurement in this process and return its figures."""
-    import numpy as np
     import torch
 
     from mcgenref_core.breast import breast_mask
@@ -69,12 +68,14 @@ def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
         predict = make_predictor(model, device, config.precision)
 
         def net(batch):
-            return torch.from_numpy(predict(batch[:, 0].cpu().numpy()))[:, None]
+            return torch.from_numpy(predict(batch[:, 0].cpu().numpy()))[:, None].to(batch.device)
 
         logits = sliding_window_inference(x, roi_size=(config.tile, config.tile), sw_batch_size=config.batch_size,
                                           predictor=net, overlap=0.5, mode="gaussian")
+    if device == "cuda":
+        torch.cuda.synchronize()  # the GPU's queued work belongs to the time
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "logit_mean": float(np.asarray(logits).mean())}
+    return {"seconds": seconds, "logit_mean": float(logits.float().mean())}
 
 
 def child(mode: str, image: str, pixel_size: float, device: str) -> dict:
@@ -84,7 +85,11 @@ def child(mode: str, image: str, pixel_size: float, device: str) -> dict:
         f"r = b.measure({mode!r}, {image!r}, {pixel_size!r}, {device!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
         "print(json.dumps(r))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        tail = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
+        print(f"  {mode} on {Path(image).name} failed: {tail}", file=sys.stderr)
+        return {"seconds": float("nan"), "peak_rss_mb": float("nan"), "mcs": None}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

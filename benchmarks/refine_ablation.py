@@ -65,15 +65,9 @@ def score(logits: list[np.ndarray], masks: np.ndarray, threshold: float, pixel_s
             "fp_per_cm2": round(fp / area_cm2, 3), "found": tp, "true_mcs": n_true, "false": fp}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--flow-weights", help="flow generator weights (default: the bundled one)")
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
-    parser.add_argument("--pairs", type=int, default=16)
-    parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, base against TT-GPR")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-
+def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, variants: dict | None = None, log=print) -> dict:
+    """Base segmentor, TT-GPR and TT-GPR without each regulariser on ``pairs`` film -> digital
+    pairs; returns ``{variant: scores}`` (see :func:`score`) and logs one table row per variant."""
     from mcgenref_core.device import make_predictor
     from mcgenref_core.models.weights import resolve_weights
     from mcgenref_core.refine import RefineConfig, refine
@@ -83,36 +77,58 @@ def main(argv: list[str] | None = None) -> int:
     model = seg.build_model()
     predict = make_predictor(model, "cpu", "auto")
     threshold = float(seg.metadata["operating_threshold"])
-    images, masks = shifted_pairs(args.data, args.pairs)
+    images, masks = shifted_pairs(data, pairs)
     breast = np.ones(images.shape[1:], bool)
     base = [run_tiled(predict, im, breast, tile=256, overlap=0.0) for im in images]
     results = {}
-    print(f"film -> digital: {args.pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC, film segmentor at p >= {threshold:.3f}")
-    print(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
-    for name, overrides in VARIANTS.items():
+    log(f"film -> digital: {pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC, film segmentor at p >= {threshold:.3f}")
+    log(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
+    for name, overrides in (VARIANTS if variants is None else variants).items():
         start = time.perf_counter()
         if overrides is None:
             logits = base
         else:
-            cfg = RefineConfig(flow_weights=args.flow_weights, **overrides)
+            cfg = RefineConfig(flow_weights=flow_weights, **overrides)
             logits = [refine(z0, im, breast, model, seg, cfg, "cpu")[0] for z0, im in zip(base, images)]
         r = score(logits, masks, threshold, 0.2)
         r["seconds"] = round(time.perf_counter() - start, 1)
         results[name] = r
-        print(f"{name:30} {r['mc_recall']:9.3f} {r['fnr']:6.3f} {r['dice']:6.3f} {r['fp_per_cm2']:7.3f}  "
-              f"{r['found']:4d}/{r['true_mcs']:<5d} {r['false']:5d} {r['seconds']:5.0f}")
+        log(f"{name:30} {r['mc_recall']:9.3f} {r['fnr']:6.3f} {r['dice']:6.3f} {r['fp_per_cm2']:7.3f}  "
+            f"{r['found']:4d}/{r['true_mcs']:<5d} {r['false']:5d} {r['seconds']:5.0f}")
+    return results
+
+
+def mias_ablation(data: Path, flow_weights: str | None = None, max_images: int | None = None, log=print) -> dict:
+    """Base segmentor against TT-GPR on the mini-MIAS dev split (located circles found, false
+    clusters and MCs on the validation normals); ``max_images`` limits both image sets."""
+    from mcgenref_core.refine import RefineConfig
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from segmentor_quality import mias_clusters
+
+    log("mini-MIAS dev split (located circles, validation normals):")
+    out = {}
+    for name, cfg in (("base segmentor", None), ("TT-GPR", RefineConfig(flow_weights=flow_weights))):
+        m = mias_clusters(data, None, max_images=max_images, refine_config=cfg)
+        out[name] = {k: m[k] for k in ("circles_found", "circles", "fp_clusters_per_val_normal", "fp_components_per_cm2_val_normals", "seconds")}
+        log(f"  {name:16} {m['circles_found']}/{m['circles']} circles, {m['fp_clusters_per_val_normal']:.2f} FP clusters "
+            f"per normal, {m['fp_components_per_cm2_val_normals']:.2f} false MCs per cm² ({m['seconds']:.0f} s)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flow-weights", help="flow generator weights (default: the bundled one)")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, base against TT-GPR")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    results = shift_ablation(args.data, args.pairs, args.flow_weights)
     out = {"shift": results}
     if args.mias:
-        sys.path.insert(0, str(REPO / "benchmarks"))
-        from segmentor_quality import mias_clusters
-
-        print("mini-MIAS dev split (16 located circles, 36 validation normals):")
-        out["mias"] = {}
-        for name, cfg in (("base segmentor", None), ("TT-GPR", RefineConfig(flow_weights=args.flow_weights))):
-            m = mias_clusters(args.data, None, refine_config=cfg)
-            out["mias"][name] = {k: m[k] for k in ("circles_found", "circles", "fp_clusters_per_val_normal", "fp_components_per_cm2_val_normals", "seconds")}
-            print(f"  {name:16} {m['circles_found']}/{m['circles']} circles, {m['fp_clusters_per_val_normal']:.2f} FP clusters "
-                  f"per normal, {m['fp_components_per_cm2_val_normals']:.2f} false MCs per cm² ({m['seconds']:.0f} s)")
+        out["mias"] = mias_ablation(args.data, args.flow_weights)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""Regenerate docs/results.md: base segmentor, classical baseline, TT-GPR status, FROCs, overlays, speed.
+"""Regenerate docs/results.md: base segmentor, classical baseline, TT-GPR, FROCs, overlays, speed.
 
 One command measures everything the results page shows and rewrites it (with its PNGs under
 ``docs/images/`` and every number in ``docs/images/results.json``):
@@ -12,7 +12,9 @@ One command measures everything the results page shows and rewrites it (with its
 - the digital mammograms (false components per cm² of breast), segmentor and baseline;
 - full-field inference speed (``inference.py``: ``mcgenref segment`` and the engine in fresh
   processes, MONAI's sliding window when installed);
-- TT-GPR: measured when flow weights are found, else the row says why not.
+- TT-GPR: the film -> digital ablation and the mini-MIAS dev split, base against TT-GPR, for every
+  regime with a bundled flow generator (else a line says why not); GPU timings of a device run
+  from docs/images/gpu_timings.json.
 
 Run: ``python benchmarks/report.py [--data ../shared/data]`` (about 15-25 minutes on a 2-core
 CPU). ``--quick`` is a smoke run on a few images writing to a temporary folder (or ``--out``),
@@ -163,11 +165,30 @@ def timing_section(data: Path, quick: bool) -> dict:
     return {"rows": rows, "monai": monai, "load_before": load_before, "load_after": os.getloadavg(), "quick": quick}
 
 
-def ttgpr_section() -> dict:
-    """Whether TT-GPR can be measured here (flow weights found)."""
+def ttgpr_section(data: Path, quick: bool) -> dict:
+    """TT-GPR where a flow generator is bundled for the regime: the film -> digital ablation
+    (``refine_ablation.shift_ablation``, 16 pairs; 4 and base/TT-GPR only with ``quick``) and the
+    mini-MIAS dev split, base against TT-GPR (``refine_ablation.mias_ablation``). ``status``
+    says per regime why TT-GPR is not measured (None: it is). GPU figures from a device run
+    are read from ``docs/images/gpu_timings.json`` when present."""
     from mcgenref_core.evaluation.baselines import ttgpr_status
 
-    return {"film": ttgpr_status(0.2), "digital": ttgpr_status(0.07)}
+    out: dict = {"status": {"film": ttgpr_status(0.2), "digital": ttgpr_status(0.07)}}
+    if out["status"]["film"] is None:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import refine_ablation
+
+        def log(message: str) -> None:
+            print(message, file=sys.stderr)
+
+        variants = {k: v for k, v in refine_ablation.VARIANTS.items() if k in ("base segmentor", "TT-GPR")} if quick else None
+        out["pairs"] = 4 if quick else 16
+        out["shift"] = refine_ablation.shift_ablation(data, out["pairs"], variants=variants, log=log)
+        out["mias"] = refine_ablation.mias_ablation(data, max_images=1 if quick else None, log=log)
+    gpu = REPO / "docs" / "images" / "gpu_timings.json"
+    if gpu.is_file():
+        out["gpu"] = json.loads(gpu.read_text())
+    return out
 
 
 # --- pictures -------------------------------------------------------------------------------
@@ -336,7 +357,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
     add("")
     add("| regime | method | backgrounds | pairs | threshold | pixel Dice | pixel recall | pixel precision | MC sensitivity | FP per cm² |")
     add("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    ttgpr = results["ttgpr"]
+    ttgpr = results["ttgpr"]["status"]
     for key, s in results["synthetic"].items():
         leg = s["legacy"]
         bgs = leg["backgrounds"]
@@ -469,13 +490,60 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("bf16 autocast; bf16 is not bit-identical to fp32 (`--precision fp32` gives the full-precision result at about twice the time).")
         add("")
     add("## TT-GPR")
-    status = sorted({v for v in ttgpr.values() if v})
-    if status:
-        add(f"TT-GPR is {' / '.join(status)} (film and digital regimes checked with `evaluation.baselines.ttgpr_status`). The")
-        add("refinement code, its switches and tests are in place (`docs/tt-gpr.md`); its rows and ablation tables are measured here")
-        add("once flow weights are bundled.")
-    else:
-        add("Flow weights are found; the TT-GPR measurements are added to this script's sections as they are run.")
+    add("")
+    t = results["ttgpr"]
+    for regime, why in t["status"].items():
+        if why:
+            add(f"- {regime}: TT-GPR {why}.")
+    if "shift" in t:
+        rows = t["shift"]
+        base, full = rows["base segmentor"], rows["TT-GPR"]
+        add("")
+        add(f"### Film -> digital shift ({t['pairs']} synthetic cases)")
+        add("")
+        add(f"The bundled film segmentor and film flow generator (neither saw a digital background) on {t['pairs']} patches of 256² at")
+        add("0.2 mm cut from the digital validation normal `gmic-0_L-CC`, each with synthetic clusters at the default `SynthesisConfig`;")
+        add("scores at the segmentor's operating threshold, MCs matched one to one (0.35 mm), pixel Dice pooled, false components per cm².")
+        add("`python benchmarks/refine_ablation.py --pairs 16` prints the same table.")
+        add("")
+        add("| variant | MC recall | FNR | pixel Dice | FP per cm² | MCs found / true | false components |")
+        add("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, r in rows.items():
+            add(f"| {name} | {r['mc_recall']:.3f} | {r['fnr']:.3f} | {r['dice']:.3f} | {r['fp_per_cm2']:.3f} | {r['found']} / {r['true_mcs']} | {r['false']} |")
+        gain = full["mc_recall"] - base["mc_recall"]
+        fp_ratio = full["fp_per_cm2"] / base["fp_per_cm2"] if base["fp_per_cm2"] else float("inf")
+        verdict = "met" if gain >= 0.05 and fp_ratio <= 1.1 else "not met"
+        add("")
+        add(f"TT-GPR changes MC recall by {gain:+.3f} with {fp_ratio:.2f}× the false positives per cm² of the base segmentor "
+            f"(target: +0.05 at no more than 1.10×: {verdict}).")
+    if "mias" in t:
+        add("")
+        add("### mini-MIAS development split")
+        add("")
+        add("| method | located circles found | FP clusters per validation normal | false MCs per cm² on validation normals |")
+        add("| --- | --- | --- | --- |")
+        for name, m in t["mias"].items():
+            add(f"| {name} | {m['circles_found']} of {m['circles']} | {m['fp_clusters_per_val_normal']:.2f} | {m['fp_components_per_cm2_val_normals']:.2f} |")
+    gpu = t.get("gpu")
+    if gpu:
+        add("")
+        add(f"### On a GPU ({gpu['device']})")
+        add("")
+        add(f"Measured on {gpu['device']} ({gpu['when']}; {gpu['software']}) with the same benchmarks: `{gpu['refine_command']}`")
+        add(f"and `{gpu['inference_command']}`.")
+        add("")
+        add("| image | base s | TT-GPR s | ratio | crops refined | share of the breast's crop tiles |")
+        add("| --- | --- | --- | --- | --- | --- |")
+        for r in gpu["refine"]["rows"]:
+            add(f"| {r['image']} | {r['base_s']:.2f} | {r['ttgpr_s']:.2f} | {r['ratio']:.1f}× | {r['crops_refined']} | {r['share_of_tiles']:.1%} |")
+        add(f"| median | | | {gpu['refine']['median_ratio']:.1f}× | | |")
+        add("")
+        add("| case | mcgenref segment (with start-up) | engine in-process | MONAI fp32 (same model) | peak memory |")
+        add("| --- | --- | --- | --- | --- |")
+        for r in gpu["inference"]:
+            add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['monai_s']:.1f} s | {r['ours_peak_mb']:.0f} MB |")
+        add("")
+        add(gpu["note"])
     add("")
     return "\n".join(lines)
 
@@ -511,8 +579,7 @@ def run(data: Path, out: Path, quick: bool, pairs: int, skip_timing: bool = Fals
     import torch
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used"
-    results: dict = {"date": datetime.date.today().isoformat(), "machine": machine, "config": config, "ttgpr": ttgpr_section(),
-                     "timing": timing}
+    results: dict = {"date": datetime.date.today().isoformat(), "machine": machine, "config": config, "timing": timing}
     print(f"timing done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="mcgenref-report-") as work:
         work = Path(work)
@@ -523,6 +590,8 @@ def run(data: Path, out: Path, quick: bool, pairs: int, skip_timing: bool = Fals
         print(f"mini-MIAS done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         results["digital"] = None if quick else digital_section(data)
         print(f"digital done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+        results["ttgpr"] = ttgpr_section(data, quick)
+        print(f"TT-GPR done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
         results["plots"] = froc_plots(results, images)
         results["overlays"] = {"synthetic": synthetic_overlay(results["synthetic"]["film"], images / "overlay_synthetic_film.png"),
                                "mias": mias_overlay(results["mias"], data, images / "overlay_mias.png")}

@@ -294,3 +294,7 @@ def test_ttgpr_row_says_why_it_is_missing():
     has_flow = any(e.get("kind") == "flow" for e in registry().values())
     assert ttgpr_status(0.2) == (None if has_flow else "not available: no flow weights bundled")
     assert ttgpr_status(0.2, flow_weights="my-flow.safetensors") is None
+    flows = [e for e in registry().values() if e.get("kind") == "flow"]
+    if flows and all(abs(e["working_pixel_size_mm"] - 0.07) > 0.007 for e in flows):
+        # a flow of another pixel size cannot refine this regime, and the row says so
+        assert ttgpr_status(0.07).startswith("not available: no flow weights bundled for 0.07 mm pixels")

@@ -30,7 +30,13 @@ def test_quick_report_writes_every_section(tmp_path, one_torch_thread):
     for convention in ("**Evaluation region**", "**MC matching**", "**Pixel scores** are pooled", "**Dot rendering**", "**Clusters**", "**FROC**"):
         assert convention in page
     assert "| film 0.2 mm | white top-hat |" in page and "| white top-hat | k = 5 |" in page
-    assert "not available: no flow weights bundled" in page
+    from mcgenref_core.evaluation.baselines import ttgpr_status
+
+    if ttgpr_status(0.2) is None:  # a film flow is bundled: base against TT-GPR is measured
+        assert "### Film -> digital shift (4 synthetic cases)" in page and "| TT-GPR | 0." in page
+        assert "| base segmentor | " in page.split("### mini-MIAS development split")[-1]
+    else:
+        assert "not available: no flow weights bundled" in page
     images = tmp_path / "images"
     for name in ("froc_synthetic_film.png", "froc_mias_clusters.png", "overlay_synthetic_film.png", "overlay_mias.png"):
         assert (images / name).stat().st_size > 1000, name
