@@ -104,3 +104,36 @@ def test_calibrate_command_sets_the_threshold_on_held_out_normals(tmp_path, caps
     # a training background is no calibration set
     assert main(["train", "calibrate", str(path), "--normals", str(MIAS_DIR / "mdb003.pgm"), "--device", "cpu"]) == 2
     assert "training backgrounds" in capsys.readouterr().err
+
+
+@needs_shared_data
+def test_calibrating_a_flow_sets_the_threshold_of_refined_maps(tmp_path, capsys):
+    """`mcgenref train calibrate FLOW --segmentor S` stores, in the flow, the threshold at which
+    TT-GPR's refined maps of S are read; segment --refine then uses it (an explicit one wins)."""
+    from mcgenref_core.cli import main
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.refine import RefineConfig
+    from mcgenref_core.segment import InferenceConfig, segment
+    from mcgenref_core.train_flow import FlowTrainConfig, train_flow
+
+    seg_path = _run(tmp_path / "seg.safetensors")
+    flow_path = train_flow(tmp_path / "flow.safetensors",
+                           FlowTrainConfig(crop_px=32, steps=2, batch_size=4, base_channels=4, depth=2, time_dim=8, val_every=2,
+                                           val_pairs=4, checkpoint_every=2, device="cpu", precision="fp32", warmup_steps=1),
+                           SynthesisConfig(), backgrounds=[str(MIAS_DIR / "mdb003.pgm")], val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")],
+                           pixel_size_mm=0.2, command="test")
+    normal = str(MIAS_DIR / "mdb016.pgm")
+    assert main(["train", "calibrate", str(flow_path), "--segmentor", str(seg_path), "--normals", normal, "--device", "cpu"]) == 0
+    assert "refined maps' threshold" in capsys.readouterr().out
+    seg = load_weights(seg_path)
+    entry = load_weights(flow_path).metadata["refined_thresholds"][seg.sha256]
+    assert 0 < entry["threshold"] < 1 and entry["normals"] == ["mdb016"] and entry["chosen"]["threshold"] == entry["threshold"]
+    assert entry["refine_settings"]["rounds"] == RefineConfig().rounds
+    refine = RefineConfig(flow_weights=str(flow_path), rounds=1, max_crops=2)
+    result = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine)
+    assert result.record["run"]["threshold_used"] == entry["threshold"]
+    assert result.record["refine"]["output_threshold_source"].startswith("calibrated")
+    explicit = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine.replace(output_threshold=0.7))
+    assert explicit.record["run"]["threshold_used"] == 0.7
+    # a training background of the segmentor or the flow is no calibration set
+    assert main(["train", "calibrate", str(flow_path), "--segmentor", str(seg_path), "--normals", str(MIAS_DIR / "mdb003.pgm"), "--device", "cpu"]) == 2

@@ -58,8 +58,10 @@ def normal_responses(
     normals: Sequence[str | os.PathLike],
     pixel_size_mm: float | None = None,
     device: str = "auto",
+    refine_config=None,
 ) -> Generator[int, None, list[NormalResponse]]:
-    """Segment each normal once; yields the count done, returns its FPs at every threshold."""
+    """Segment each normal once (with TT-GPR when ``refine_config`` is given); yields the count
+    done, returns its FPs at every threshold."""
     from .io import read_mammogram
     from .segment import InferenceConfig, segment_steps
     from .steps import run_to_end
@@ -70,7 +72,7 @@ def normal_responses(
         mammo = read_mammogram(path, pixel_size_mm=pixel_size_mm)
         if mammo.pixel_size_mm is None:
             raise InputError(path, "pixel size unknown; give --pixel-size")
-        result = run_to_end(segment_steps(mammo, config, weights=weights))
+        result = run_to_end(segment_steps(mammo, config, weights=weights, refine_config=refine_config))
         comps, clusters = false_positives_by_threshold(result.prob, mammo.pixel_size_mm, config)
         area = float(result.breast.sum()) * mammo.pixel_size_mm**2 / 100.0
         responses.append(NormalResponse(mammo.stem, area, comps, clusters))
@@ -153,3 +155,57 @@ def calibrate_weights_steps(
     metadata = {**weights.metadata, **calibration_metadata(responses, limits)}
     save_weights(out or path, weights.state_dict, metadata)
     return metadata["calibration"]["chosen"]
+
+
+def calibrate_refined_threshold_steps(
+    flow_path: str | os.PathLike,
+    segmentor,
+    normals: Sequence[str | os.PathLike],
+    limits: dict[str, float],
+    refine_config=None,
+    pixel_size_mm: float | None = None,
+    device: str = "auto",
+    out: str | os.PathLike | None = None,
+) -> Generator[int, None, dict]:
+    """Choose the threshold at which TT-GPR's refined maps are read, for one segmentor.
+
+    Refinement changes the logits' distribution, so the base operating threshold no longer
+    holds the false positives to ``limits``. Segments each held-out normal with TT-GPR
+    (``refine_config``, default ``RefineConfig()``, using the flow at ``flow_path``), picks the
+    lowest threshold meeting ``limits`` and stores it in the flow's metadata under
+    ``refined_thresholds[segmentor SHA-256]`` (with the table and the settings), writing the flow
+    again atomically to ``out`` (default: ``flow_path``). ``segment`` with ``--refine`` then
+    reads refined maps at that threshold. ``segmentor``: loaded segmentor ``Weights``. Yields
+    the count of normals done; returns the chosen row.
+    """
+    from pathlib import Path
+
+    from .models.weights import load_weights, save_weights
+    from .refine import RefineConfig
+
+    flow = load_weights(flow_path)
+    if flow.kind != "flow":
+        raise InputError(flow_path, f"is {flow.kind} weights, not a flow generator")
+    if segmentor.kind != "segmentor":
+        raise InputError(segmentor.path, f"is {segmentor.kind} weights, not a segmentor")
+    trained_on = set(segmentor.metadata.get("training", {}).get("train_backgrounds", [])) | set(flow.metadata.get("training", {}).get("train_backgrounds", []))
+    for normal in normals:
+        if Path(normal).name in trained_on:
+            raise InputError(normal, "is one of the training backgrounds; calibrate on held-out normals")
+    config = (refine_config or RefineConfig()).replace(flow_weights=str(flow_path), output_threshold=None)
+    gen = normal_responses(segmentor, normals, pixel_size_mm=pixel_size_mm, device=device, refine_config=config)
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration as stop:
+            responses = stop.value
+            break
+    entry = calibration_metadata(responses, limits)
+    chosen = entry["calibration"]["chosen"]
+    record = {"segmentor": segmentor.name or Path(segmentor.path).name, "threshold": entry["operating_threshold"],
+              "refine_settings": {k: v for k, v in config.to_dict().items() if k not in ("flow_weights", "output_threshold")},
+              **entry["calibration"]}
+    thresholds = dict(flow.metadata.get("refined_thresholds", {}))
+    thresholds[segmentor.sha256] = record
+    save_weights(out or flow_path, flow.state_dict, {**flow.metadata, "refined_thresholds": thresholds})
+    return chosen

@@ -68,6 +68,7 @@ class RefineConfig(StepConfig):
     use_variance_weighting: bool = _f(True, "weight the fit by 1 - var_k/0.25 (draws that agree count more)")
     use_dice: bool = _f(False, "add the soft-Dice consistency term (the second reading of 'overlap')")
     fit_at_operating_point: bool = _f(True, "read probabilities relative to the segmentor's operating threshold τ: the fit and the surrogate use sigmoid(logit - logit τ), so q = 0.5 means 'at τ' (a synthetic-only segmentor's raw probabilities are saturated; off: raw sigmoid)")
+    output_threshold: float | None = _f(None, "probability at which the refined map is read into MCs; default: the threshold calibrated for this segmentor and flow on held-out normals (`mcgenref train calibrate FLOW`), else the segmentor's operating threshold")
     precision: str = _f("auto", "auto (bf16 on CPU/CUDA), fp32, bf16 or fp16 for the networks")
     seed: int = _f(0, "random seed of the projection noise")
 
@@ -88,6 +89,8 @@ class RefineConfig(StepConfig):
             raise bad("crop_margin_px", "must leave an interior: 0 <= 2 x margin < crop_px")
         if self.seed_threshold is not None and not 0 < self.seed_threshold < 1:
             raise bad("seed_threshold", "must be a probability in (0, 1)")
+        if self.output_threshold is not None and not 0 < self.output_threshold < 1:
+            raise bad("output_threshold", "must be a probability in (0, 1)")
         if not 0 < self.candidate_threshold < 1:
             raise bad("candidate_threshold", "must be a probability in (0, 1)")
         for name in ("nms_radius_mm", "adam_lr"):
@@ -287,12 +290,21 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
     finally:
         model.train(was_training)
     crops_refined = sum(i["crops"] for i in rounds)
+    output_threshold, output_source = config.output_threshold, "--output-threshold"
+    if output_threshold is None and flow is not None:
+        calibrated = flow.weights.metadata.get("refined_thresholds", {}).get(weights.sha256)
+        if calibrated:
+            output_threshold, output_source = float(calibrated["threshold"]), f"calibrated with this segmentor on {len(calibrated.get('normals', []))} held-out normals"
+    if output_threshold is None:
+        output_threshold, output_source = float(weights.metadata.get("operating_threshold", 0.5)), "the segmentor's operating threshold"
     record = {
         "enabled": True,
         "settings": config.to_dict(),
         "seed_threshold_used": tau,
         "candidate_threshold_used": low,
         "fit_offset_logit": round(offset, 6),
+        "output_threshold": output_threshold,
+        "output_threshold_source": output_source,
         "device": device,
         "flow_weights": None if flow is None else {"name": flow.weights.name, "path": str(flow.weights.path), "sha256": flow.weights.sha256, "working_pixel_size_mm": flow.weights.working_pixel_size_mm},
         "rounds": rounds,

@@ -138,7 +138,12 @@ def segment_steps(
     prob = resample(prob_w, image.shape, order=1) if prob_w.shape != image.shape else prob_w
     prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
     prob[~breast] = 0.0
-    threshold = config.threshold if config.threshold is not None else float(weights.metadata.get("operating_threshold", 0.5))
+    if config.threshold is not None:
+        threshold = config.threshold
+    elif refine_record and refine_record.get("enabled") and refine_record.get("output_threshold") is not None:
+        threshold = float(refine_record["output_threshold"])  # refined maps have their own operating point
+    else:
+        threshold = float(weights.metadata.get("operating_threshold", 0.5))
     labels = label_mcs(prob, threshold, config.min_area_mm2, spacing, config.max_area_mm2)
     mcs = describe_mcs(labels, prob, spacing)
     clusters = cluster_mcs(mcs, spacing, config.cluster_link_mm, config.cluster_min_mcs)

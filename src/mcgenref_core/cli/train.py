@@ -46,10 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         add_config_options(q, config_cls)
         add_config_options(q, SynthesisConfig, skip=("patch_px", "working_pixel_size_mm", "seed"))
         q.set_defaults(func=run)
-    c = models.add_parser("calibrate", help="choose a trained segmentor's operating threshold on held-out normals",
+    c = models.add_parser("calibrate", help="choose the operating threshold of a segmentor (or of TT-GPR's refined maps) on held-out normals",
                           description="Segment held-out normal mammograms and store, in the weights' metadata, the lowest "
-                                      "threshold whose false positives stay within the regime's limits (as training does).")
-    c.add_argument("weights", metavar="WEIGHTS", help="segmentor weights (.safetensors), rewritten in place unless --out")
+                                      "threshold whose false positives stay within the regime's limits (as training does). "
+                                      "Given a flow generator, the normals are refined with TT-GPR and the threshold for "
+                                      "refined maps is stored in the flow's metadata, for the segmentor --segmentor names.")
+    c.add_argument("weights", metavar="WEIGHTS", help="segmentor or flow weights (.safetensors), rewritten in place unless --out")
+    c.add_argument("--segmentor", metavar="WEIGHTS", help="with flow weights: the segmentor TT-GPR refines (file or bundled name; default: the bundled one at the flow's pixel size)")
     c.add_argument("--normals", nargs="+", metavar="PATH", help="held-out normals (default: the validation normals of the weights' regime in --data-dir)")
     c.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="the development data folder (default: ../shared/data)")
     c.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size of the normals when the files do not say (digital default 0.07)")
@@ -67,7 +70,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from ..synth.splits import default_backgrounds, expand_backgrounds
     from ..train import REGIME_PIXEL_SIZE_MM, TrainConfig
 
-    regime = load_weights(args.weights).metadata.get("regime") or "film"
+    weights = load_weights(args.weights)
+    regime = weights.metadata.get("regime") or "film"
     if args.normals:
         normals, problems = expand_backgrounds(list(args.normals), split="val")
         if not normals:
@@ -76,8 +80,17 @@ def run_calibrate(args: argparse.Namespace) -> int:
         normals = default_backgrounds(args.data_dir, regime, "val")
     pixel = args.pixel_size or (REGIME_PIXEL_SIZE_MM["digital"] if regime == "digital" else None)
     limits = TrainConfig(regime=regime, calibration_target=args.target).calibration_limits
-    chosen = run_to_end(calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out))
-    print(f"operating threshold {chosen['threshold']:.6g} (logit {chosen['logit']}): "
+    if weights.kind == "flow":
+        from ..calibrate import calibrate_refined_threshold_steps
+        from ..models.weights import resolve_weights
+
+        segmentor = resolve_weights(args.segmentor, "segmentor", weights.working_pixel_size_mm)
+        steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, None, pixel, args.device, args.out)
+    else:
+        steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out)
+    chosen = run_to_end(steps)
+    what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold"
+    print(f"{what} {chosen['threshold']:.6g} (logit {chosen['logit']}): "
           f"{chosen['fp_clusters_per_image']:.2f} false clusters per normal, {chosen['fp_components_per_cm2']:.2f} false MCs per cm²"
           + ("" if chosen["met"] else " (limits not met: highest threshold)"))
     return 0
