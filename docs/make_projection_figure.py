@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     image, mask = pair.image, pair.mask
     z = run_tiled(predict, image, np.ones(image.shape, bool), tile=128, overlap=0.0)
     prob = 1 / (1 + np.exp(-z))
+    tau = float(seg.metadata.get("operating_threshold", 0.5))
+    # TT-GPR reads probabilities at the operating point (RefineConfig.fit_at_operating_point)
+    offset = float(np.log(tau / (1 - tau))) if config.fit_at_operating_point else 0.0
+    prob_at_tau = 1 / (1 + np.exp(-(z - offset)))
     centre = np.round(np.array(pair.info["clusters"][0]["centre_rc"])).astype(int)
     p = config.crop_px
     r0, c0 = (int(np.clip(v - p // 2, 0, image.shape[0] - p)) for v in centre)
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in (("seed", torch.from_numpy(seed)[None, None]), ("blank", torch.zeros(1, 1, p, p))):
             x = project(flow.model, y, s, config.t0, config.euler_steps, eps, config.guidance)
             out[name] = from_flow_units(x, mean.unsqueeze(0), flow.data_scale).reshape(k, p, p).numpy()
-        q = torch.sigmoid(model(torch.from_numpy(out["seed"])[:, None])).mean(0)[0].numpy()
+        q = torch.sigmoid(model(torch.from_numpy(out["seed"])[:, None]).float() - offset).mean(0)[0].numpy()
 
     near = ndi.binary_dilation(seed > 0.5, iterations=1)
     far = ~ndi.binary_dilation(seed > 0.05, iterations=3)
@@ -86,13 +90,14 @@ def main(argv: list[str] | None = None) -> int:
           f"(the crop's own noise sigma {sigma:.4f})")
     print(f"MCs where the seed says: mean (projection - crop) within 1 px of a seed {diff[:, near].mean():+.4f} "
           f"with the seed, {blank_diff[:, near].mean():+.4f} with a blank seed; away from seeds {diff[:, far].mean():+.4f}")
-    print(f"surrogate q at the true MCs: {q[mask[r0:r0 + p, c0:c0 + p] > 0].mean():.3f}, base probability there "
-          f"{prob[r0:r0 + p, c0:c0 + p][mask[r0:r0 + p, c0:c0 + p] > 0].mean():.3f}")
+    truth = mask[r0:r0 + p, c0:c0 + p] > 0
+    print(f"read at the operating threshold {tau:.4g}: surrogate q at the true MCs {q[truth].mean():.3f}, base "
+          f"probability there {prob_at_tau[r0:r0 + p, c0:c0 + p][truth].mean():.3f}; away from the seeds q {q[far].mean():.3f}")
 
     lo, hi = np.percentile(crop, [1, 99.8])
     panels = [("crop", crop, "gray", (lo, hi)), ("seed", seed, "magma", (0, 1))]
     panels += [(f"projection {i + 1}", out["seed"][i], "gray", (lo, hi)) for i in range(k)]
-    panels += [("surrogate q", q, "magma", (0, 1)), ("base probability", prob[r0 : r0 + p, c0 : c0 + p], "magma", (0, 1)),
+    panels += [("surrogate q (at τ)", q, "magma", (0, 1)), ("base prob. (at τ)", prob_at_tau[r0 : r0 + p, c0 : c0 + p], "magma", (0, 1)),
                ("true MCs", (mask[r0 : r0 + p, c0 : c0 + p] > 0).astype(float), "gray", (0, 1))]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.0 * len(panels), 2.3))
     for ax, (title, data, cmap, lim) in zip(axes, panels):

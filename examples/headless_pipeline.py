@@ -8,7 +8,7 @@ against the bundled ``Info.txt`` circles as ``mcgenref evaluate --format mias`` 
 Run::
 
     python examples/headless_pipeline.py --out results
-    python examples/headless_pipeline.py --out results --refine --flow-weights FLOW.safetensors
+    python examples/headless_pipeline.py --out results --refine
 """
 
 from __future__ import annotations
