@@ -4,12 +4,15 @@
    (default ``SynthesisConfig``, no negatives) inserted into 256² patches of the digital
    validation normal ``gmic-0_L-CC`` brought to 0.2 mm, segmented by the film segmentor, which
    never saw a digital background. MC-level recall (one-to-one, 0.35 mm or IoU 0.3), FNR,
-   pooled pixel Dice and false components per cm², at the segmentor's operating threshold.
+   pooled pixel Dice and false components per cm², at the segmentor's operating threshold
+   (refined maps: at the threshold calibrated for them on the film validation normals, when the
+   flow weights hold one; see ``mcgenref train calibrate FLOW``).
 2. **mini-MIAS dev split** (real film, cluster level): located circles found and false clusters
    per validation normal, base against full TT-GPR (``--mias``; about 50 full-field images per
    variant).
 
-Run: ``python benchmarks/refine_ablation.py --flow-weights FLOW.safetensors [--pairs 16] [--mias]``.
+Run: ``python benchmarks/refine_ablation.py [--flow-weights FLOW.safetensors] [--pairs 16] [--mias]``;
+``--variants '{"w = 1": {"guidance": 1.0}}'`` scores other settings against the base instead.
 """
 
 from __future__ import annotations
@@ -85,12 +88,16 @@ def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, vari
     log(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
     for name, overrides in (VARIANTS if variants is None else variants).items():
         start = time.perf_counter()
+        read_at = threshold
         if overrides is None:
             logits = base
         else:
             cfg = RefineConfig(flow_weights=flow_weights, **overrides)
-            logits = [refine(z0, im, breast, model, seg, cfg, "cpu")[0] for z0, im in zip(base, images)]
-        r = score(logits, masks, threshold, 0.2)
+            runs = [refine(z0, im, breast, model, seg, cfg, "cpu") for z0, im in zip(base, images)]
+            logits = [z for z, _ in runs]
+            read_at = runs[0][1]["output_threshold"]  # refined maps are read at their own operating point
+        r = score(logits, masks, read_at, 0.2)
+        r["threshold"] = read_at
         r["seconds"] = round(time.perf_counter() - start, 1)
         results[name] = r
         log(f"{name:30} {r['mc_recall']:9.3f} {r['fnr']:6.3f} {r['dice']:6.3f} {r['fp_per_cm2']:7.3f}  "
@@ -123,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, base against TT-GPR")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--variants", type=json.loads, metavar="JSON",
+                        help='other variants instead of the ablation, as {"name": {RefineConfig overrides}}, e.g. a guidance sweep')
     args = parser.parse_args(argv)
 
-    results = shift_ablation(args.data, args.pairs, args.flow_weights)
+    variants = None if args.variants is None else {"base segmentor": None, **args.variants}
+    results = shift_ablation(args.data, args.pairs, args.flow_weights, variants)
     out = {"shift": results}
     if args.mias:
         out["mias"] = mias_ablation(args.data, args.flow_weights)
