@@ -482,6 +482,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("| --- | --- | --- | --- |")
         for r in outside:
             add(f"| {r['case']} | {r['view']} | {r['segmentor']['mcs_per_cm2']:.2f}, {r['segmentor']['clusters']} | {r['TT-GPR']['mcs_per_cm2']:.2f}, {r['TT-GPR']['clusters']} |")
+        add("")
         for name in ("segmentor", "TT-GPR"):
             clusters = sum(r[name]["clusters"] for r in outside) / len(outside)
             per_cm2 = sum(r[name]["mcs"] for r in outside) / sum(r[name]["breast_cm2"] for r in outside)
