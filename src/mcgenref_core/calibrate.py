@@ -134,24 +134,14 @@ def calibrate_weights_steps(
     their metadata. Returns the chosen row. The normals must be images the model never trained
     on: a file listed among the weights' training backgrounds is refused.
     """
-    from pathlib import Path
 
     from .models.weights import load_weights, save_weights
 
     weights = load_weights(path)
     if weights.kind != "segmentor":
         raise InputError(path, f"is {weights.kind} weights; only a segmentor has an operating threshold")
-    trained_on = set(weights.metadata.get("training", {}).get("train_backgrounds", []))
-    for normal in normals:
-        if Path(normal).name in trained_on:
-            raise InputError(normal, "is one of the weights' training backgrounds; calibrate on held-out normals")
-    gen = normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device)
-    while True:
-        try:
-            yield next(gen)
-        except StopIteration as stop:
-            responses = stop.value
-            break
+    _refuse_training_backgrounds(normals, [weights])
+    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device)
     metadata = {**weights.metadata, **calibration_metadata(responses, limits)}
     save_weights(out or path, weights.state_dict, metadata)
     return metadata["calibration"]["chosen"]
@@ -188,18 +178,9 @@ def calibrate_refined_threshold_steps(
         raise InputError(flow_path, f"is {flow.kind} weights, not a flow generator")
     if segmentor.kind != "segmentor":
         raise InputError(segmentor.path, f"is {segmentor.kind} weights, not a segmentor")
-    trained_on = set(segmentor.metadata.get("training", {}).get("train_backgrounds", [])) | set(flow.metadata.get("training", {}).get("train_backgrounds", []))
-    for normal in normals:
-        if Path(normal).name in trained_on:
-            raise InputError(normal, "is one of the training backgrounds; calibrate on held-out normals")
+    _refuse_training_backgrounds(normals, [segmentor, flow])
     config = (refine_config or RefineConfig()).replace(flow_weights=str(flow_path), output_threshold=None)
-    gen = normal_responses(segmentor, normals, pixel_size_mm=pixel_size_mm, device=device, refine_config=config)
-    while True:
-        try:
-            yield next(gen)
-        except StopIteration as stop:
-            responses = stop.value
-            break
+    responses = yield from normal_responses(segmentor, normals, pixel_size_mm=pixel_size_mm, device=device, refine_config=config)
     entry = calibration_metadata(responses, limits)
     chosen = entry["calibration"]["chosen"]
     record = {"segmentor": segmentor.name or Path(segmentor.path).name, "threshold": entry["operating_threshold"],
@@ -209,3 +190,13 @@ def calibrate_refined_threshold_steps(
     thresholds[segmentor.sha256] = record
     save_weights(out or flow_path, flow.state_dict, {**flow.metadata, "refined_thresholds": thresholds})
     return chosen
+
+
+def _refuse_training_backgrounds(normals: Sequence[str | os.PathLike], weights: list) -> None:
+    """An ``InputError`` for the first normal that is a training background of any of ``weights``."""
+    from pathlib import Path
+
+    trained_on = set().union(*(w.metadata.get("training", {}).get("train_backgrounds", []) for w in weights))
+    for normal in normals:
+        if Path(normal).name in trained_on:
+            raise InputError(normal, "is one of the training backgrounds of the weights; calibrate on held-out normals")
