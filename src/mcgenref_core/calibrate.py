@@ -134,7 +134,6 @@ def calibrate_weights_steps(
     their metadata. Returns the chosen row. The normals must be images the model never trained
     on: a file listed among the weights' training backgrounds is refused.
     """
-
     from .models.weights import load_weights, save_weights
 
     weights = load_weights(path)

@@ -132,6 +132,12 @@ class _Flow:
     lowpass_sigma_px: float
 
 
+def flow_serves(flow_pixel_size_mm: float, pixel_size_mm: float) -> bool:
+    """Whether a flow generator trained at ``flow_pixel_size_mm`` can refine a segmentor working
+    at ``pixel_size_mm`` (mm both): within 10% of each other."""
+    return abs(float(flow_pixel_size_mm) - pixel_size_mm) / pixel_size_mm <= 0.1
+
+
 def load_flow(config: RefineConfig, pixel_size_mm: float, device: str, flow=None) -> _Flow:
     """Resolve and build the flow generator for a segmentor working at ``pixel_size_mm``.
 
@@ -143,7 +149,7 @@ def load_flow(config: RefineConfig, pixel_size_mm: float, device: str, flow=None
     weights = flow if flow is not None else resolve_weights(config.flow_weights, kind="flow", pixel_size_mm=pixel_size_mm)
     if weights.kind != "flow":
         raise InputError(weights.path, f"is {weights.kind} weights, not a flow generator (--flow-weights)")
-    if abs(weights.working_pixel_size_mm - pixel_size_mm) / pixel_size_mm > 0.1:
+    if not flow_serves(weights.working_pixel_size_mm, pixel_size_mm):
         raise InputError(weights.path, f"flow generator works at {weights.working_pixel_size_mm} mm but the segmentor at {pixel_size_mm} mm; give a flow of the same regime")
     meta = weights.metadata
     model = weights.build_model().to(device).eval()

@@ -140,8 +140,8 @@ def segment_steps(
     prob[~breast] = 0.0
     if config.threshold is not None:
         threshold = config.threshold
-    elif refine_record and refine_record.get("enabled") and refine_record.get("output_threshold") is not None:
-        threshold = float(refine_record["output_threshold"])  # refined maps have their own operating point
+    elif refine_record and refine_record.get("output_threshold") is not None:
+        threshold = float(refine_record["output_threshold"])  # refine_steps chose the refined maps' operating point
     else:
         threshold = float(weights.metadata.get("operating_threshold", 0.5))
     labels = label_mcs(prob, threshold, config.min_area_mm2, spacing, config.max_area_mm2)

@@ -147,8 +147,9 @@ def ttgpr_status(pixel_size_mm: float | None = None, flow_weights: str | None = 
         return "not available: no flow weights bundled"
     if pixel_size_mm is not None:
         from ..models.weights import resolve_weights
+        from ..refine import flow_serves
 
         bundled = float(resolve_weights(name, kind="flow").working_pixel_size_mm)
-        if abs(bundled - pixel_size_mm) / pixel_size_mm > 0.1:
+        if not flow_serves(bundled, pixel_size_mm):
             return f"not available: no flow weights bundled for {pixel_size_mm:g} mm pixels (the bundled flow works at {bundled:g} mm)"
     return None
