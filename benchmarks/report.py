@@ -478,15 +478,10 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("film segmentor at 0.05 mm assumed (the files give no spacing; DDSM digitisers sampled at 42–50 µm). No MC is annotated, so")
         add("these are upper bounds on false positives; `python benchmarks/outside_data.py --refine` prints the same.")
         add("")
-        add("| case | view | segmentor: MCs per cm², clusters | TT-GPR: MCs per cm², clusters |")
-        add("| --- | --- | --- | --- |")
-        for r in outside:
-            add(f"| {r['case']} | {r['view']} | {r['segmentor']['mcs_per_cm2']:.2f}, {r['segmentor']['clusters']} | {r['TT-GPR']['mcs_per_cm2']:.2f}, {r['TT-GPR']['clusters']} |")
-        add("")
-        for name in ("segmentor", "TT-GPR"):
-            clusters = sum(r[name]["clusters"] for r in outside) / len(outside)
-            per_cm2 = sum(r[name]["mcs"] for r in outside) / sum(r[name]["breast_cm2"] for r in outside)
-            add(f"- {name}: {clusters:.2f} clusters per view, {per_cm2:.2f} MCs per cm² of breast.")
+        import outside_data
+
+        for line in outside_data.outside_table(outside):
+            add(line)
         add("")
     add("### Against the targets")
     fs = results["synthetic"].get("digital")
