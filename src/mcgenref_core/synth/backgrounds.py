@@ -53,7 +53,7 @@ class BackgroundPatch:
     image
         (P, P) float32 normalised background, augmented: ``gain * stored + shift``.
     breast
-        (P, P) bool breast mask.
+        (P, P) bool breast mask (a read-only view of the stored mask when sampled).
     noise
         (P, P) float32 local high-frequency noise sigma (already times ``gain``).
     gain, shift
@@ -354,22 +354,23 @@ class BackgroundSampler:
             centres = self._centres(i, patch_px, min_breast_fraction)
             flat = int(centres[min(int(where[j] * centres.size), centres.size - 1)])
             r, c = divmod(flat, bg.breast.shape[1] - patch_px + 1)
-            image = bg.pixels[r : r + patch_px, c : c + patch_px]
             breast = bg.breast[r : r + patch_px, c : c + patch_px]
-            blocks = bg.noise[r // b : (r + patch_px - 1) // b + 1, c // b : (c + patch_px - 1) // b + 1]
-            noise = np.repeat(np.repeat(blocks, b, 0), b, 1)[r % b : r % b + patch_px, c % b : c % b + patch_px]
             k, flip = int(turns[j]), bool(mirror[j])
             if k or flip:
-                image, breast, noise = (_turn(a, k, flip) for a in (image, breast, noise))
+                breast = _turn(breast, k, flip)
             g, o = float(gains[j]), float(offsets[j])
-            image = np.array(image, dtype=np.float32, order="C")  # C order: callers use ravel views
-            image *= np.float32(g)
+            image = bg.pixels[r : r + patch_px, c : c + patch_px]
+            blocks = bg.noise[r // b : (r + patch_px - 1) // b + 1, c // b : (c + patch_px - 1) // b + 1]
+            noise = np.repeat(np.repeat(blocks, b, 0), b, 1)[r % b : r % b + patch_px, c % b : c % b + patch_px]
+            if k or flip:
+                image, noise = _turn(image, k, flip), _turn(noise, k, flip)
+            # C-ordered float32 results (callers use ravel views), converted and scaled in one pass
+            image = np.multiply(image, np.float32(g), out=np.empty((patch_px, patch_px), np.float32), dtype=np.float32)
             image += np.float32(o)
-            noise = np.array(noise, dtype=np.float32, order="C")
-            noise *= np.float32(g)
+            noise = np.multiply(noise, np.float32(g), out=np.empty((patch_px, patch_px), np.float32), dtype=np.float32)
             out.append(BackgroundPatch(
                 image=image,
-                breast=np.ascontiguousarray(breast),
+                breast=_read_only(breast),
                 noise=noise,
                 gain=g,
                 shift=o,
@@ -432,6 +433,12 @@ def _cache_dir(value: str | os.PathLike | None) -> Path | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return Path(base) / "mcgenref" / "backgrounds"
     return Path(value)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` marked read-only (in place) and returned."""
+    a.flags.writeable = False
+    return a
 
 
 def _turn(a: np.ndarray, k: int, flip: bool) -> np.ndarray:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
+
 
 def window_mean_at(image: np.ndarray, rows: np.ndarray, cols: np.ndarray, half: int,
                    patch: np.ndarray | None = None) -> np.ndarray:
@@ -49,111 +51,69 @@ def blur_stamps(groups, sigma_px: float | np.ndarray) -> list:
     stamps padded by their reach and adding them equals blurring the summed canvas.
 
     ``sigma_px`` is one sigma (pixels) for all MCs or one per MC (indexed like the shapes); each
-    stamp is padded by ``m = ceil(3 * max sigma)`` and convolved with its own separable,
-    normalised kernel truncated at ``m`` (sigma under 0.05 px: no blur).
+    stamp of a group is padded by ``m = ceil(3 * max sigma)`` of the group and convolved with its
+    own separable, normalised kernel truncated at ``m`` (sigma under 0.05 px: no blur).
 
-    Returns groups ``(index, anchor, coverage, thickness, blurred)``: ``coverage`` and
-    ``thickness`` keep their size, ``blurred`` is padded by ``m`` pixels on each side.
+    Returns groups ``(index, anchor, coverage, thickness, blurred, peak)``: ``coverage`` and
+    ``thickness`` keep their size, ``blurred`` (G, K + 2m, K + 2m) float32 is padded by ``m``
+    pixels on each side, ``peak`` (G,) float64 is each blurred stamp's maximum.
     """
     out = []
     for index, anchor, cov, thk in groups:
         sig = np.asarray(sigma_px, np.float64)[index] if np.ndim(sigma_px) else np.full(index.size, float(sigma_px))
         m = int(np.ceil(3.0 * sig.max())) if sig.max() >= 0.05 else 0
-        if m == 0:
-            out.append((index, anchor, cov, thk, thk))
-            continue
-        t = np.arange(-m, m + 1, dtype=np.float64)
-        safe = np.maximum(sig, 0.05)[:, None]
-        kern = np.exp(-0.5 * (t[None, :] / safe) ** 2)
-        kern[sig < 0.05] = (t == 0)  # no blur for those
-        kern = (kern / kern.sum(axis=1, keepdims=True)).astype(np.float32)
-        g, k = thk.shape[0], thk.shape[1]
-        padded = np.zeros((g, k + 4 * m, k + 2 * m), np.float32)  # rows padded 2m, columns m
-        padded[:, 2 * m : 2 * m + k, m : m + k] = thk
-        out.append((index, anchor, cov, thk, _separable_blur(padded, kern, m)))
+        out.append((index, anchor, cov, thk, *kernels.blur_stamps(thk, blur_kernels(sig, m), m)))
     return out
 
 
-def _separable_blur(padded: np.ndarray, kern: np.ndarray, m: int) -> np.ndarray:
-    """Blur (G, K + 4m, K + 2m) stamps (rows padded by 2m, columns by m) with one symmetric
-    (2m + 1)-tap kernel per stamp (``kern`` (G, 2m + 1)); returns (G, K + 2m, K + 2m) float32,
-    the stamp's blur spread over a margin of m pixels on every side."""
-    g, h, w = padded.shape
-    taps = 2 * m + 1
-    kr = kern[:, :, None, None]
-    rows = kr[:, 0] * padded[:, 0 : h - 2 * m]  # (G, K + 2m, K + 2m): rows blurred
-    for t in range(1, taps):
-        rows += kr[:, t] * padded[:, t : t + h - 2 * m]
-    cols = np.zeros((g, h - 2 * m, w + 2 * m), np.float32)
-    cols[:, :, m : m + w] = rows
-    out = kr[:, 0] * cols[:, :, 0:w]
-    for t in range(1, taps):
-        out += kr[:, t] * cols[:, :, t : t + w]
-    return out
+def blur_kernels(sigma_px: np.ndarray, margin: int) -> np.ndarray:
+    """Normalised Gaussian taps (G, 2m + 1) float32 for sigmas (G,) px truncated at ``margin``
+    m pixels; a sigma under 0.05 px gives the identity (a single tap of 1 at the centre)."""
+    t = np.arange(-margin, margin + 1, dtype=np.float64)
+    safe = np.maximum(sigma_px, 0.05)[:, None]
+    kern = np.exp(-0.5 * (t[None, :] / safe) ** 2)
+    kern[sigma_px < 0.05] = t == 0
+    return (kern / kern.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def paste(groups, amplitude: np.ndarray, patch_px: int, patch_of: np.ndarray | None = None,
-          n_patches: int = 1) -> tuple[np.ndarray, list]:
-    """Add every blurred stamp ``amplitude_i * blurred_i`` into (n_patches, P, P) canvases.
+          n_patches: int = 1) -> np.ndarray:
+    """Add every blurred stamp ``amplitude_i * blurred_i`` into (n_patches, P, P) canvases,
+    clipped at their edges.
 
-    ``groups`` as returned by :func:`blur_stamps`; ``patch_of`` (M,) the canvas of each MC
-    (default all 0). Returns the canvases (float32; (P, P) when ``n_patches`` is 1) and, per
-    group, ``(index, flat, inside, coverage)`` for the unpadded stamps (used by
-    :func:`label_mask`; ``flat`` indexes the stacked canvases).
+    ``groups`` as returned by :func:`blur_stamps`; ``amplitude`` (M,) normalised units;
+    ``patch_of`` (M,) the canvas of each MC (default all 0). Returns the canvases, float32,
+    (P, P) when ``patch_of`` is None and ``n_patches`` is 1, else (n_patches, P, P); they are
+    accumulated in float64.
     """
     p = patch_px
-    flat_parts, weight_parts, where = [], [], []
-    for index, anchor, cov, _thk, blurred in groups:
-        base = (patch_of[index] * (p * p))[:, None, None] if patch_of is not None else 0
-        k = cov.shape[1]
-        ar = np.arange(k)
-        rr = anchor[:, 0, None, None] + ar[None, :, None]
-        cc = anchor[:, 1, None, None] + ar[None, None, :]
-        inside = (rr >= 0) & (rr < p) & (cc >= 0) & (cc < p)
-        where.append((index, base + rr * p + cc, inside, cov))
-        m = (blurred.shape[1] - k) // 2
-        arb = np.arange(blurred.shape[1]) - m
-        rb = anchor[:, 0, None, None] + arb[None, :, None]
-        cb = anchor[:, 1, None, None] + arb[None, None, :]
-        inb = (rb >= 0) & (rb < p) & (cb >= 0) & (cb < p)
-        flat_parts.append((base + rb * p + cb)[inb])
-        weight_parts.append((blurred * amplitude[index, None, None].astype(np.float32))[inb])
-    size = n_patches * p * p
-    if flat_parts:
-        canvas = np.bincount(np.concatenate(flat_parts), weights=np.concatenate(weight_parts), minlength=size)
-        canvas = canvas.astype(np.float32)
-    else:
-        canvas = np.zeros(size, np.float32)
-    shape = (p, p) if n_patches == 1 and patch_of is None else (n_patches, p, p)
-    return canvas.reshape(shape), where
+    canvas = np.zeros((n_patches, p, p), np.float64)
+    for index, anchor, _cov, _thk, blurred, _peak in groups:
+        m = (blurred.shape[1] - _cov.shape[1]) // 2
+        canvas_of = patch_of[index] if patch_of is not None else np.zeros(index.size, np.int64)
+        kernels.paste_stamps(canvas, anchor, canvas_of.astype(np.int64), blurred, amplitude[index].astype(np.float64), m)
+    canvas = canvas.astype(np.float32)
+    return canvas[0] if n_patches == 1 and patch_of is None else canvas
 
 
-def label_mask(where: list, centres: np.ndarray, ids: np.ndarray, patch_px: int,
+def label_mask(groups, centres: np.ndarray, ids: np.ndarray, patch_px: int,
                patch_of: np.ndarray | None = None, n_patches: int = 1) -> np.ndarray:
     """Instance masks: a pixel belongs to MC ``i`` when at least half covered by it (the most
-    covering MC wins), and each MC's centre pixel always belongs to it. ``ids`` (M,) are the
-    labels written (per patch 1..m); (P, P) uint16, or (n_patches, P, P) with ``patch_of``."""
+    covering MC wins, on a tie the larger id), and each MC's centre pixel always belongs to it.
+
+    ``groups`` from :func:`shapes.render` or :func:`blur_stamps` (``index``, ``anchor``,
+    ``coverage`` first); ``centres`` (M, 2) px; ``ids`` (M,) the labels written (per patch
+    1..m). Returns (P, P) uint16, or (n_patches, P, P) with ``patch_of``."""
     p = patch_px
-    pix, lab, pri = [], [], []
-    for index, flat, inside, cov in where:
-        sel = inside & (cov >= 0.5)
-        pix.append(flat[sel])
-        lab.append(np.broadcast_to(ids[index, None, None], flat.shape)[sel])
-        pri.append(cov[sel])
-    crow = np.floor(centres[:, 0]).astype(np.int64)
-    ccol = np.floor(centres[:, 1]).astype(np.int64)
-    base = patch_of * (p * p) if patch_of is not None else 0
-    pix.append(base + crow * p + ccol)
-    lab.append(ids)
-    pri.append(np.full(ids.size, 2.0, np.float32))  # centre pixels outrank any coverage
-    pix_a, lab_a, pri_a = np.concatenate(pix), np.concatenate(lab), np.concatenate(pri)
-    order = np.lexsort((lab_a, pri_a, pix_a))  # by pixel, then priority (last wins)
-    pix_s = pix_a[order]
-    last = np.ones(pix_s.size, bool)
-    last[:-1] = pix_s[1:] != pix_s[:-1]
-    mask = np.zeros(n_patches * p * p, np.uint16)
-    mask[pix_s[last]] = lab_a[order][last]
-    return mask.reshape((p, p) if patch_of is None and n_patches == 1 else (n_patches, p, p))
+    mask = np.zeros((n_patches, p, p), np.uint16)
+    priority = np.full((n_patches, p, p), -1.0, np.float32)
+    centres = np.asarray(centres, np.float64)
+    ids = np.asarray(ids, np.uint16)
+    for index, anchor, cov, *_ in groups:
+        canvas_of = patch_of[index] if patch_of is not None else np.zeros(index.size, np.int64)
+        kernels.label_instances(mask, priority, anchor, canvas_of.astype(np.int64), cov, ids[index],
+                                np.ascontiguousarray(centres[index]))
+    return mask[0] if patch_of is None and n_patches == 1 else mask
 
 
 def add_signal_noise(
@@ -166,8 +126,8 @@ def add_signal_noise(
     """``image + signal + n`` with ``var(n) = gain * noise_sigma * signal`` where the signal is
     not negligible. Returns the result and the flat indices touched."""
     out = np.array(image, dtype=np.float32, order="C")  # a C-ordered copy: ravel() is a view
-    flat_sig = signal.ravel()
-    idx = np.flatnonzero(flat_sig > 1e-3 * noise_sigma.ravel() + 1e-7)
+    flat_sig = np.ascontiguousarray(signal, dtype=np.float32).ravel()
+    idx = kernels.signal_pixels(flat_sig, np.ascontiguousarray(noise_sigma, dtype=np.float32).ravel(), 1e-3, 1e-7)
     sig = flat_sig[idx]
     values = out.ravel()[idx] + sig
     if gain > 0 and idx.size:

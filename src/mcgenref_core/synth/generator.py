@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from . import kernels
 from .backgrounds import BackgroundPatch, BackgroundSampler
 from .config import LAYOUTS, MORPHOLOGIES, SynthesisConfig
 from .formation import (
@@ -187,31 +188,18 @@ class SyntheticPairGenerator:
         when two candidates of a round clash, the earlier one is kept and the later one moves
         on. Returns the indices kept (sorted)."""
         c = self.config
-        p = breasts.shape[1]
         patch = plan["patch"]
         linear = shapes.kind == KIND["linear"]
         radius = np.where(linear, shapes.width / 2.0, shapes.extent)
         gap = c.min_gap_mm / self.pixel_size_mm
-        m = len(shapes)
-        kept = np.zeros(m, bool)
-        todo = np.arange(m)
+        kept = np.zeros(len(shapes), bool)
+        todo = np.arange(len(shapes))
+        patch = np.ascontiguousarray(patch, dtype=np.int64)
+        radius = np.ascontiguousarray(radius, dtype=np.float64)
         for attempt in range(plan["candidates"].shape[0]):
             if attempt:
                 shapes.centre[todo] = plan["candidates"][attempt, todo]
-            cen = shapes.centre[todo]
-            ok = np.all((cen >= 0) & (cen < p), axis=1)
-            rr = np.clip(cen[:, 0].astype(np.int64), 0, p - 1)
-            cc = np.clip(cen[:, 1].astype(np.int64), 0, p - 1)
-            ok &= breasts[patch[todo], rr, cc]
-            # conflicts with every MC of the same patch (kept ones and this round's candidates)
-            d = np.hypot(cen[:, None, 0] - shapes.centre[None, :, 0], cen[:, None, 1] - shapes.centre[None, :, 1])
-            need = np.maximum(c.min_separation_px, radius[todo, None] + radius[None, :] + gap)
-            clash = (d < need) & (patch[todo, None] == patch[None, :])
-            clash[np.arange(todo.size), todo] = False
-            ok &= ~np.any(clash & kept[None, :], axis=1)
-            # between this round's candidates the earlier one wins; the later one tries again
-            among = np.tril(clash[:, todo] & ok[None, :], k=-1)
-            kept[todo[ok & ~np.any(among, axis=1)]] = True
+            kernels.place_round(shapes.centre, todo, patch, radius, kept, breasts, float(c.min_separation_px), float(gap))
             todo = todo[~kept[todo]]
             if todo.size == 0:
                 break
@@ -244,7 +232,6 @@ class SyntheticPairGenerator:
         p = c.patch_px
         n = len(bps)
         images = np.stack([bp.image for bp in bps])
-        noise = np.stack([bp.noise for bp in bps])
         breasts = np.stack([bp.breast for bp in bps])
         plan = self.plan_many(rng, breasts)
         shapes = draw_shapes(rng, plan["kind"], plan["candidates"][0].copy(), px, c, plan["directions"][0])
@@ -264,7 +251,7 @@ class SyntheticPairGenerator:
         half = max(1, int(round(c.background_window_mm / px / 2)))
         bg_level = window_mean_at(images, rows, cols, half, patch)
         modulation = contrast_modulation(bg_level, c.density_contrast_drop)
-        sigma = noise[patch, rows, cols].astype(np.float64)
+        sigma = np.array([bps[i].noise[r, col] for i, r, col in zip(patch.tolist(), rows.tolist(), cols.tolist())], np.float64)
         size_factor = (shapes.size_mm / c.reference_size_mm) ** c.thickness_exponent
         linear = shapes.kind == KIND["linear"]
         # a linear MC's thickness is set by its width, not its length
@@ -313,13 +300,13 @@ class SyntheticPairGenerator:
             # floor on visibility: an MC whose blurred, noise-free peak is under min_peak_snr
             # local sigmas is made denser (brighter) until it reaches the floor
             peak = np.zeros(amplitude.size)
-            for index, _a, _c, _t, blurred in groups:
-                peak[index] = blurred.reshape(len(index), -1).max(axis=1)
+            for index, *_stamps, group_peak in groups:
+                peak[index] = group_peak
             boost = np.maximum(1.0, c.min_peak_snr * sigma / np.maximum(peak * amplitude, 1e-12))
             amplitude = amplitude * boost
-        signals, where = paste(groups, amplitude, p, patch_of=patch_of, n_patches=n)
+        signals = paste(groups, amplitude, p, patch_of=patch_of, n_patches=n)
         ids = np.concatenate([np.arange(1, k + 1) for k in counts]).astype(np.uint16)
-        masks = label_mask(where, shapes.centre, ids, p, patch_of=patch_of, n_patches=n)
+        masks = label_mask(groups, shapes.centre, ids, p, patch_of=patch_of, n_patches=n)
         start = np.concatenate([[0], np.cumsum(counts)])
         for i, j in enumerate(jobs):
             b = boost[start[i] : start[i + 1]]

@@ -14,10 +14,11 @@ families cover the BI-RADS morphologies of METHOD.md section 1:
 Star shapes no larger than a pixel (bounding radius <= ``SUBPIXEL_EXTENT_PX``) are rendered
 as disks of the same area, which keeps their partial volume and costs far less.
 
-A group of MCs is rendered at once on an (M, K*S, K*S) sub-pixel grid (K = stamp edge in
-pixels, S = supersampling factor) and averaged to (M, K, K) pixels, giving two stamps per MC:
-``coverage`` (share of the pixel inside the MC, for the mask) and ``thickness`` (mean
-normalised projected thickness, for the signal). Specks smaller than a pixel therefore keep
+MCs are rendered in groups sharing a stamp edge K (pixels) on S x S sub-pixels per pixel
+(S = supersampling factor; the loops are compiled, :mod:`.kernels`), giving two (K, K) stamps
+per MC: ``coverage`` (share of the pixel inside the MC, for the mask) and ``thickness`` (mean
+normalised projected thickness, for the signal). Only pixels within reach of the outline are
+supersampled; the rest of a stamp is exactly zero. Specks smaller than a pixel therefore keep
 their partial-volume brightness.
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import kernels
 from .config import MORPHOLOGIES
 
 N_ANGLES = 16
@@ -248,180 +250,18 @@ def render(shapes: ShapeParams, supersample: int) -> list[tuple[np.ndarray, np.n
 
 
 def _render_group(s: ShapeParams, k: int, ss: int, linear: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Anchor (G, 2) int64 and coverage / thickness stamps (G, K, K) float32 of a group of MCs
+    sharing a stamp edge ``k`` and a family (``linear`` or star-shaped), ``ss`` sub-pixels per
+    pixel edge (the loops are in :mod:`.kernels`)."""
     anchor = np.floor(s.centre).astype(np.int64) - k // 2
-    offset = (s.centre - anchor).astype(np.float32)  # centre in stamp pixel coordinates
+    offset = np.ascontiguousarray(s.centre - anchor, dtype=np.float32)  # centre in stamp pixel coordinates
     if linear:
-        return (anchor, *_render_linear(s, k, ss, offset))
-    u = (np.arange(k * ss, dtype=np.float32) + 0.5) / ss
-    dy = (u[None, :] - offset[:, 0:1])[:, :, None]  # (G, KS, 1)
-    dx = (u[None, :] - offset[:, 1:2])[:, None, :]  # (G, 1, KS)
+        segments = np.ascontiguousarray(s.segments, dtype=np.float32)
+        return (anchor, *kernels.linear_stamps(offset, segments, (s.width / 2).astype(np.float32), k, ss))
+    radii, extent = s.radii, s.extent
     if np.all(s.extent <= SUBPIXEL_EXTENT_PX):
         # outlines below the pixel scale cannot be seen: an equal-area disk, same dome profile
-        r2_eq = np.mean(s.radii**2, axis=1).astype(np.float32)[:, None, None]
-        q2 = (dy * dy + dx * dx) / r2_eq
-    else:
-        return (anchor, *_render_star(s, k, ss, offset))
-    g = len(s)
-    cov = _pixel_mean((q2 < 1.0).view(np.uint8), g, k, ss)
-    thick = np.subtract(np.float32(1.0), q2, out=q2)
-    np.maximum(thick, 0.0, out=thick)
-    thk = _pixel_mean(np.sqrt(thick, out=thick), g, k, ss)
-    return anchor, cov, thk
-
-
-def _pixel_mean(sub: np.ndarray, g: int, k: int, ss: int) -> np.ndarray:
-    """Average (G, K*S, K*S) sub-pixel values over each S x S block: (G, K, K) float32."""
-    rows = sub.reshape(g * k * ss * k, ss).sum(axis=1, dtype=np.float32)
-    return rows.reshape(g, k, ss, k).sum(axis=2) * np.float32(1.0 / (ss * ss))
-
-
-def _star_q(rotation: np.ndarray, radii: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """rho / r(theta) for star shapes of ``rotation`` (G,) and ``radii`` (G, N_ANGLES) at
-    offsets ``dy``, ``dx`` (pixels) broadcastable to (G, ...); float32 of that shape."""
-    rho = np.sqrt(dy * dy + dx * dx)
-    ang = np.arctan2(dy, dx)
-    lead = (-1,) + (1,) * (ang.ndim - 1)
-    ang -= rotation.astype(np.float32).reshape(lead)
-    ang *= np.float32(N_ANGLES / (2 * math.pi))
-    t = np.mod(ang, np.float32(N_ANGLES), out=ang)
-    j = t.astype(np.int32)
-    t -= j  # the fraction between sample j and j + 1
-    np.minimum(j, N_ANGLES - 1, out=j)  # float rounding can give t == N_ANGLES
-    g = rotation.size
-    radii = radii.astype(np.float32)
-    slope = np.roll(radii, -1, axis=1) - radii  # r[j + 1] - r[j], wrapping round
-    j += (np.arange(g, dtype=np.int32) * N_ANGLES).reshape(lead)
-    r = radii.ravel()[j]
-    r += t * slope.ravel()[j]
-    return np.divide(rho, r, out=rho)
-
-
-def _render_star(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Star shapes larger than a pixel: coverage and thickness stamps (G, K, K) float32.
-
-    Only pixels whose centre lies within ``extent + 0.75`` px of the MC centre can hold any of
-    it (a pixel's corner is 0.71 px from its centre; ``extent`` bounds r(theta)); those are
-    supersampled, the rest are exactly zero.
-    """
-    g = len(s)
-    c = np.arange(k, dtype=np.float32) + 0.5
-    dy = c[None, :, None] - offset[:, 0, None, None]  # (G, K, 1)
-    dx = c[None, None, :] - offset[:, 1, None, None]  # (G, 1, K)
-    reach = s.extent.astype(np.float32)[:, None, None] + np.float32(0.75)
-    bg, br, bc = np.nonzero(dy * dy + dx * dx < reach * reach)
-    cov = np.zeros((g, k, k), np.float32)
-    thk = np.zeros((g, k, k), np.float32)
-    if bg.size:
-        sub = (np.arange(ss, dtype=np.float32) + 0.5) / ss
-        sy = (br - offset[bg, 0]).astype(np.float32)[:, None] + np.repeat(sub, ss)[None, :]  # (B, S*S)
-        sx = (bc - offset[bg, 1]).astype(np.float32)[:, None] + np.tile(sub, ss)[None, :]
-        q2 = _star_q(s.rotation[bg], s.radii[bg], sy, sx)
-        q2 *= q2
-        cov[bg, br, bc] = (q2 < 1.0).mean(axis=1, dtype=np.float32)
-        thick = np.subtract(np.float32(1.0), q2, out=q2)
-        np.maximum(thick, 0.0, out=thick)
-        thk[bg, br, bc] = np.sqrt(thick, out=thick).mean(axis=1, dtype=np.float32)
-    return cov, thk
-
-
-def _point_segment_d2(py: np.ndarray, px: np.ndarray, ay, ax, by, bx) -> np.ndarray:
-    """Squared distance (px²) from points (``py``, ``px``) to the segments from (``ay``, ``ax``)
-    to (``by``, ``bx``), all broadcast together; float32."""
-    vy, vx = by - ay, bx - ax
-    inv_len2 = 1.0 / np.maximum(vy * vy + vx * vx, np.float32(1e-12))
-    ry, rx = py - ay, px - ax
-    tt = ry * (vy * inv_len2) + rx * (vx * inv_len2)
-    np.clip(tt, 0.0, 1.0, out=tt)
-    ey = ry - tt * vy
-    ex = rx - tt * vx
-    ey *= ey
-    ex *= ex
-    ey += ex
-    return ey
-
-
-def _segment_d2(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """Squared distance from offsets (dy, dx) to the nearest of the segments ``segs``
-    (shape (..., S, 2, 2): S segments of two (row, col) end points, leading axes broadcastable
-    against ``dy``), pixels squared."""
-    d2 = None
-    for i in range(segs.shape[-3]):
-        seg = segs[..., i, :, :]
-        di = _point_segment_d2(dy, dx, seg[..., 0, 0], seg[..., 0, 1], seg[..., 1, 0], seg[..., 1, 1])
-        d2 = di if d2 is None else np.minimum(d2, di, out=d2)
-    return d2
-
-
-def _render_linear(s: ShapeParams, k: int, ss: int, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Linear MCs: coverage and thickness stamps (G, K, K) float32.
-
-    Distances to each segment are taken at pixel centres first; only the (pixel, segment) pairs
-    within ``w/2 + 0.75`` px (a pixel's corner is 0.71 px from its centre) can put any of the
-    MC in that pixel, so only those are supersampled, and each sub-pixel takes its nearest of
-    them. The rest of a long, thin stamp is exactly zero.
-    """
-    g = len(s)
-    segs = s.segments.astype(np.float32)  # (G, N_SEGMENTS, 2, 2)
-    half_w = (s.width.astype(np.float32) / 2)
-    pg, pr, pc, ps = _near_pixel_segments(segs, half_w + np.float32(0.75), k, offset)
-    cov = np.zeros((g, k, k), np.float32)
-    thk = np.zeros((g, k, k), np.float32)
-    if pg.size:
-        sub = (np.arange(ss, dtype=np.float32) + 0.5) / ss
-        sub_r = np.repeat(sub, ss)[None, :]  # (1, S*S) sub-pixel offsets, row-major
-        sub_c = np.tile(sub, ss)[None, :]
-        sy = (pr - offset[pg, 0]).astype(np.float32)[:, None] + sub_r  # (P, S*S) from the MC centre
-        sx = (pc - offset[pg, 1]).astype(np.float32)[:, None] + sub_c
-        a = segs[pg, ps]  # (P, 2, 2): the pair's segment
-        dd = _point_segment_d2(sy, sx, a[:, 0, 0, None], a[:, 0, 1, None], a[:, 1, 0, None], a[:, 1, 1, None])
-        flat = (pg * k + pr) * k + pc
-        first = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
-        count = np.diff(np.append(first, flat.size))
-        nearest = dd[first]  # nearest segment per pixel: (B, S*S)
-        for extra in range(1, int(count.max())):
-            more = np.flatnonzero(count > extra)
-            nearest[more] = np.minimum(nearest[more], dd[first[more] + extra])
-        bg, br, bc = pg[first], pr[first], pc[first]
-        q2 = nearest / (half_w[bg, None] ** 2)
-        cov[bg, br, bc] = (q2 < 1.0).mean(axis=1, dtype=np.float32)
-        thk[bg, br, bc] = np.sqrt(np.maximum(1.0 - q2, 0.0)).mean(axis=1, dtype=np.float32)
-    return cov, thk
-
-
-#: block edge (px) of the coarse pass of :func:`_near_pixel_segments`
-NEAR_BLOCK_PX = 4
-
-
-def _near_pixel_segments(segs: np.ndarray, reach: np.ndarray, k: int, offset: np.ndarray):
-    """The (MC, row, col, segment) quadruples of (K, K) stamps whose pixel centre lies within
-    ``reach`` (G,) px of segment ``segs[g, s]`` ((G, N_SEGMENTS, 2, 2), relative to the MC
-    centre at ``offset`` (G, 2) in stamp coordinates); four int arrays, sorted by pixel.
-
-    A coarse pass on ``NEAR_BLOCK_PX`` blocks (a block's centre within reach + half its
-    diagonal) picks the blocks to look at; only their pixels are measured.
-    """
-    b = NEAR_BLOCK_PX
-    nb = -(-k // b)
-    centre = (np.arange(nb, dtype=np.float32) + 0.5) * b
-    by = centre[None, :, None] - offset[:, 0, None, None]  # (G, nb, 1)
-    bx = centre[None, None, :] - offset[:, 1, None, None]  # (G, 1, nb)
-    block_reach2 = ((reach + np.float32(b / math.sqrt(2)))[:, None, None, None]) ** 2
-    near_blocks = _segment_d2_each(segs[:, None, None], by, bx) < block_reach2  # (G, nb, nb, S)
-    qg, qi, qj, qs = np.nonzero(near_blocks)
-    u = np.arange(b)
-    rows = (qi[:, None, None] * b + u[None, :, None]) + np.zeros((1, 1, b), np.int64)  # (Q, b, b)
-    cols = (qj[:, None, None] * b + u[None, None, :]) + np.zeros((1, b, 1), np.int64)
-    dy = rows.astype(np.float32) + np.float32(0.5) - offset[qg, 0, None, None]
-    dx = cols.astype(np.float32) + np.float32(0.5) - offset[qg, 1, None, None]
-    d2 = _segment_d2(segs[qg, qs][:, None, None, None], dy, dx)  # (Q, b, b)
-    hit = (d2 < (reach[qg] ** 2)[:, None, None]) & (rows < k) & (cols < k)
-    q, i, j = np.nonzero(hit)
-    pg, pr, pc, ps = qg[q], rows[q, i, j], cols[q, i, j], qs[q]
-    order = np.lexsort((ps, (pg * k + pr) * k + pc))
-    return pg[order], pr[order], pc[order], ps[order]
-
-
-def _segment_d2_each(segs: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """Squared distance from offsets (dy, dx) to each of the segments ``segs`` (shape
-    (..., S, 2, 2)); the segments on a last axis: (..., S)."""
-    return np.stack([_segment_d2(segs[..., i : i + 1, :, :], dy, dx) for i in range(segs.shape[-3])], -1)
+        extent = np.sqrt(np.mean(s.radii**2, axis=1))
+        radii = np.repeat(extent[:, None], s.radii.shape[1], axis=1)
+    radii = np.ascontiguousarray(radii, dtype=np.float32)
+    return (anchor, *kernels.star_stamps(offset, s.rotation.astype(np.float32), radii, extent.astype(np.float32), k, ss))
