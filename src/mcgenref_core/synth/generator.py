@@ -192,17 +192,9 @@ class SyntheticPairGenerator:
         linear = shapes.kind == KIND["linear"]
         radius = np.where(linear, shapes.width / 2.0, shapes.extent)
         gap = c.min_gap_mm / self.pixel_size_mm
-        kept = np.zeros(len(shapes), bool)
-        todo = np.arange(len(shapes))
-        patch = np.ascontiguousarray(patch, dtype=np.int64)
-        radius = np.ascontiguousarray(radius, dtype=np.float64)
-        for attempt in range(plan["candidates"].shape[0]):
-            if attempt:
-                shapes.centre[todo] = plan["candidates"][attempt, todo]
-            kernels.place_round(shapes.centre, todo, patch, radius, kept, breasts, float(c.min_separation_px), float(gap))
-            todo = todo[~kept[todo]]
-            if todo.size == 0:
-                break
+        kept = kernels.place_mcs(shapes.centre, np.ascontiguousarray(plan["candidates"], dtype=np.float64),
+                                 np.ascontiguousarray(patch, dtype=np.int64), np.ascontiguousarray(radius, dtype=np.float64),
+                                 breasts, float(c.min_separation_px), float(gap))
         return np.flatnonzero(kept)
 
     # ------------------------------------------------------------------------------------------

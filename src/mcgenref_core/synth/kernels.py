@@ -322,6 +322,27 @@ def place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap)
 
 
 @njit(cache=True, nogil=True)
+def place_mcs(centre, candidates, patch, radius, breasts, min_separation, gap):
+    """Placement of every MC in up to R rounds (:func:`place_round`): round 0 tests the
+    current ``centre`` (M, 2) float64 px; before round r the MCs not yet kept move to
+    ``candidates[r]`` ((R, M, 2) float64 px; ``centre`` is updated in place). Returns ``kept``
+    (M,) bool."""
+    m = centre.shape[0]
+    kept = np.zeros(m, np.bool_)
+    todo = np.arange(m)
+    for attempt in range(candidates.shape[0]):
+        if attempt:
+            for i in todo:
+                centre[i, 0] = candidates[attempt, i, 0]
+                centre[i, 1] = candidates[attempt, i, 1]
+        place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap)
+        todo = todo[~kept[todo]]
+        if todo.size == 0:
+            break
+    return kept
+
+
+@njit(cache=True, nogil=True)
 def signal_pixels(signal, noise_sigma, relative, absolute):
     """Flat indices (int64, ascending) where ``signal`` (L,) float32 exceeds
     ``relative * noise_sigma + absolute`` (``noise_sigma`` (L,) float32): the pixels an
