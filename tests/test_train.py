@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +15,8 @@ from mcgenref_core.synth import SynthesisConfig
 from mcgenref_core.train import TrainConfig, train_segmentor, train_segmentor_steps
 
 from .conftest import MIAS_DIR, needs_shared_data
+
+FLOW_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "mcgenref_core" / "weights" / "flow-film-0.2mm.safetensors"
 
 TINY = dict(steps=6, batch_size=4, patch_px=32, base_channels=4, depth=2, warmup_steps=2, val_every=3,
             val_patches=4, checkpoint_every=3, hard_negative_every=3, hard_negative_pool=8, hard_negative_keep=4,
@@ -126,7 +130,7 @@ def test_calibrating_a_flow_sets_the_threshold_of_refined_maps(tmp_path, capsys)
     assert main(["train", "calibrate", str(flow_path), "--segmentor", str(seg_path), "--normals", normal, "--device", "cpu"]) == 0
     assert "refined maps' threshold" in capsys.readouterr().out
     seg = load_weights(seg_path)
-    entry = load_weights(flow_path).metadata["refined_thresholds"][seg.sha256]
+    entry = load_weights(flow_path).metadata["refined_thresholds"][seg.tensors_sha256]
     assert 0 < entry["threshold"] < 1 and entry["normals"] == ["mdb016"] and entry["chosen"]["threshold"] == entry["threshold"]
     assert entry["refine_settings"]["rounds"] == RefineConfig().rounds
     refine = RefineConfig(flow_weights=str(flow_path), rounds=1, max_crops=2)
@@ -135,5 +139,44 @@ def test_calibrating_a_flow_sets_the_threshold_of_refined_maps(tmp_path, capsys)
     assert result.record["refine"]["output_threshold_source"].startswith("calibrated")
     explicit = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine.replace(output_threshold=0.7))
     assert explicit.record["run"]["threshold_used"] == 0.7
+    # rewriting only the segmentor's metadata (a new calibration) keeps the entry: it is keyed by the tensors
+    from mcgenref_core.models.weights import save_weights
+
+    save_weights(seg_path, seg.state_dict, {**seg.metadata, "note": "recalibrated"})
+    reloaded = load_weights(seg_path)
+    assert reloaded.sha256 != seg.sha256 and reloaded.tensors_sha256 == seg.tensors_sha256
+    again = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=reloaded, refine_config=refine)
+    assert again.record["run"]["threshold_used"] == entry["threshold"]
     # a training background of the segmentor or the flow is no calibration set
     assert main(["train", "calibrate", str(flow_path), "--segmentor", str(seg_path), "--normals", str(MIAS_DIR / "mdb003.pgm"), "--device", "cpu"]) == 2
+
+
+@needs_shared_data
+def test_calibrating_with_tta_keeps_the_plain_threshold_and_segment_uses_each(tmp_path, capsys):
+    """`train calibrate --tta` adds the threshold for test-time augmented maps beside the plain
+    one; `segment --tta` reads its maps there, plain segmentation keeps the plain threshold."""
+    from mcgenref_core.cli import main
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    path = _run(tmp_path / "w.safetensors")
+    normal = str(MIAS_DIR / "mdb007.pgm")
+    assert main(["train", "calibrate", str(path), "--normals", normal, "--device", "cpu"]) == 0
+    plain = load_weights(path).metadata["operating_threshold"]
+    assert main(["train", "calibrate", str(path), "--tta", "--normals", normal, "--device", "cpu"]) == 0
+    assert "operating threshold with TTA" in capsys.readouterr().out
+    weights = load_weights(path)
+    meta = weights.metadata
+    assert meta["operating_threshold"] == plain and meta["calibration_tta"]["normals"] == ["mdb007"]
+    assert meta["operating_threshold_tta"] == meta["calibration_tta"]["chosen"]["threshold"]
+    image = read_mammogram(normal)
+    with_tta = segment(image, InferenceConfig(device="cpu", tta=True), weights=weights)
+    assert with_tta.record["run"]["threshold_used"] == meta["operating_threshold_tta"]
+    assert with_tta.record["run"]["threshold_source"] == "weights (calibrated with TTA)"
+    assert with_tta.record["settings"]["tta"] is True
+    without = segment(image, InferenceConfig(device="cpu"), weights=weights)
+    assert without.record["run"]["threshold_used"] == plain
+    assert not np.array_equal(with_tta.prob, without.prob)  # the averaged maps differ
+    # TTA is for segmentors only
+    assert main(["train", "calibrate", str(FLOW_WEIGHTS), "--tta", "--normals", normal, "--device", "cpu"]) == 2
+    assert "--tta" in capsys.readouterr().err

@@ -59,14 +59,15 @@ def normal_responses(
     pixel_size_mm: float | None = None,
     device: str = "auto",
     refine_config=None,
+    tta: bool = False,
 ) -> Generator[int, None, list[NormalResponse]]:
-    """Segment each normal once (with TT-GPR when ``refine_config`` is given); yields the count
-    done, returns its FPs at every threshold."""
+    """Segment each normal once (with TT-GPR when ``refine_config`` is given, with test-time
+    augmentation when ``tta``); yields the count done, returns its FPs at every threshold."""
     from .io import read_mammogram
     from .segment import InferenceConfig, segment_steps
     from .steps import run_to_end
 
-    config = InferenceConfig(device=device, threshold=0.5)
+    config = InferenceConfig(device=device, threshold=0.5, tta=tta)
     responses = []
     for i, path in enumerate(normals):
         mammo = read_mammogram(path, pixel_size_mm=pixel_size_mm)
@@ -109,13 +110,14 @@ def choose_threshold(table: list[dict[str, float]], limits: dict[str, float]) ->
     return {**table[-1], "limits": dict(limits), "met": False}
 
 
-def calibration_metadata(responses: list[NormalResponse], limits: dict[str, float]) -> dict:
+def calibration_metadata(responses: list[NormalResponse], limits: dict[str, float], suffix: str = "") -> dict:
     """The ``operating_threshold`` and ``calibration`` entries of a segmentor's metadata:
-    the threshold chosen by :func:`choose_threshold` on the responses' false-positive table."""
+    the threshold chosen by :func:`choose_threshold` on the responses' false-positive table.
+    ``suffix`` (``"_tta"``) names the entries of a calibration made with test-time augmentation."""
     table = false_positive_table(responses)
     chosen = choose_threshold(table, limits)
-    return {"operating_threshold": chosen["threshold"],
-            "calibration": {"normals": [r.name for r in responses], "chosen": chosen, "table": table}}
+    return {f"operating_threshold{suffix}": chosen["threshold"],
+            f"calibration{suffix}": {"normals": [r.name for r in responses], "chosen": chosen, "table": table}}
 
 
 def calibrate_weights_steps(
@@ -125,14 +127,17 @@ def calibrate_weights_steps(
     pixel_size_mm: float | None = None,
     device: str = "auto",
     out: str | os.PathLike | None = None,
+    tta: bool = False,
 ) -> Generator[int, None, dict]:
     """Choose the operating threshold of the segmentor weights at ``path`` on ``normals``.
 
     Segments each normal (yields the count done), picks the lowest threshold meeting
     ``limits`` (see :func:`choose_threshold`) and writes the weights again, atomically, to
     ``out`` (default: ``path`` itself) with ``operating_threshold`` and ``calibration`` in
-    their metadata. Returns the chosen row. The normals must be images the model never trained
-    on: a file listed among the weights' training backgrounds is refused.
+    their metadata; with ``tta``, segments with test-time augmentation and stores
+    ``operating_threshold_tta`` and ``calibration_tta`` instead (the plain threshold is kept).
+    Returns the chosen row. The normals must be images the model never trained on: a file
+    listed among the weights' training backgrounds is refused.
     """
     from .models.weights import load_weights, save_weights
 
@@ -140,10 +145,11 @@ def calibrate_weights_steps(
     if weights.kind != "segmentor":
         raise InputError(path, f"is {weights.kind} weights; only a segmentor has an operating threshold")
     _refuse_training_backgrounds(normals, [weights])
-    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device)
-    metadata = {**weights.metadata, **calibration_metadata(responses, limits)}
+    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device, tta=tta)
+    suffix = "_tta" if tta else ""
+    metadata = {**weights.metadata, **calibration_metadata(responses, limits, suffix)}
     save_weights(out or path, weights.state_dict, metadata)
-    return metadata["calibration"]["chosen"]
+    return metadata[f"calibration{suffix}"]["chosen"]
 
 
 def calibrate_refined_threshold_steps(
@@ -162,7 +168,8 @@ def calibrate_refined_threshold_steps(
     holds the false positives to ``limits``. Segments each held-out normal with TT-GPR
     (``refine_config``, default ``RefineConfig()``, using the flow at ``flow_path``), picks the
     lowest threshold meeting ``limits`` and stores it in the flow's metadata under
-    ``refined_thresholds[segmentor SHA-256]`` (with the table and the settings), writing the flow
+    ``refined_thresholds[SHA-256 of the segmentor's tensors]`` (``Weights.tensors_sha256``, so a
+    later metadata edit of the segmentor keeps it; with the table and the settings), writing the flow
     again atomically to ``out`` (default: ``flow_path``). ``segment`` with ``--refine`` then
     reads refined maps at that threshold. ``segmentor``: loaded segmentor ``Weights``. Yields
     the count of normals done; returns the chosen row.
@@ -186,7 +193,8 @@ def calibrate_refined_threshold_steps(
               "refine_settings": {k: v for k, v in config.to_dict().items() if k not in ("flow_weights", "output_threshold")},
               **entry["calibration"]}
     thresholds = dict(flow.metadata.get("refined_thresholds", {}))
-    thresholds[segmentor.sha256] = record
+    thresholds.pop(segmentor.sha256, None)  # an entry under the file hash of the same model
+    thresholds[segmentor.tensors_sha256] = record
     save_weights(out or flow_path, flow.state_dict, {**flow.metadata, "refined_thresholds": thresholds})
     return chosen
 

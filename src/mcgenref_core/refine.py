@@ -298,7 +298,8 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
     crops_refined = sum(i["crops"] for i in rounds)
     output_threshold, output_source = config.output_threshold, "--output-threshold"
     if output_threshold is None and flow is not None:
-        calibrated = flow.weights.metadata.get("refined_thresholds", {}).get(weights.sha256)
+        stored = flow.weights.metadata.get("refined_thresholds", {})
+        calibrated = stored.get(weights.tensors_sha256) or stored.get(weights.sha256)  # file hash: older entries
         if calibrated:
             output_threshold, output_source = float(calibrated["threshold"]), f"calibrated with this segmentor on {len(calibrated.get('normals', []))} held-out normals"
     if output_threshold is None:
