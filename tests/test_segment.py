@@ -146,3 +146,54 @@ def test_a_synthetic_cluster_in_a_real_normal_is_found(film_weights):
     centre = (r0 + 64, c0 + 64)
     near = [abs(c["centroid_rc"][0] - centre[0]) < 64 and abs(c["centroid_rc"][1] - centre[1]) < 64 for c in result.record["clusters"]]
     assert near == [True]  # the inserted cluster, and no false cluster elsewhere in the breast
+
+
+def test_dihedral_average_is_the_mean_over_flips_and_turns_and_commutes_with_them():
+    """TTA: the averaged predictor returns the mean of the 8 transformed predictions mapped
+    back, so its output turns and flips with its input even when the predictor does not."""
+    from mcgenref_core.device import dihedral_average
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 32, 32)).astype(np.float32)
+    ramp = np.arange(32, dtype=np.float32)[None, None, :] / 32
+
+    def biased(batch):  # responds to one orientation: a column ramp added to a row blur
+        return (batch + np.roll(batch, 1, axis=-2) + ramp).astype(np.float32)
+
+    averaged = dihedral_average(biased)
+    want = np.zeros_like(x)
+    for k in range(4):
+        for flip in (False, True):
+            t = np.rot90(x, k, axes=(1, 2))
+            t = t[..., ::-1] if flip else t
+            y = biased(np.ascontiguousarray(t))
+            y = y[..., ::-1] if flip else y
+            want += np.rot90(y, -k, axes=(1, 2)) / 8
+    assert np.allclose(averaged(x), want, atol=1e-5)
+    for k in range(4):
+        turned = np.ascontiguousarray(np.rot90(x, k, axes=(1, 2)))
+        assert np.allclose(averaged(turned), np.rot90(averaged(x), k, axes=(1, 2)), atol=1e-5)
+    mirrored = np.ascontiguousarray(x[..., ::-1])
+    assert np.allclose(averaged(mirrored), averaged(x)[..., ::-1], atol=1e-5)
+    assert not np.allclose(biased(turned), np.rot90(biased(x), 3, axes=(1, 2)), atol=1e-3)  # the plain one does not
+
+
+def test_tta_and_refine_together_are_refused(film_weights):
+    from mcgenref_core.refine import RefineConfig
+
+    with pytest.raises(InputError, match="--tta"):
+        segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True), weights=film_weights,
+                refine_config=RefineConfig())
+
+
+def test_bundled_weights_carry_a_tta_threshold_that_segment_tta_uses(film_weights):
+    """The bundled segmentors are calibrated with TTA too (`train calibrate --tta`); a TTA run
+    on the bundled sample reads its maps at that threshold and records where it came from."""
+    for name in (default_weights_name("segmentor", 0.2), default_weights_name("segmentor", 0.07)):
+        meta = resolve_weights(name).metadata
+        chosen = meta["calibration_tta"]["chosen"]
+        assert chosen["met"] and meta["operating_threshold_tta"] == chosen["threshold"]
+    result = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True), weights=film_weights)
+    assert result.record["run"]["threshold_used"] == film_weights.metadata["operating_threshold_tta"]
+    assert result.record["run"]["threshold_source"] == "weights (calibrated with TTA)"
+    assert result.labels.shape == result.prob.shape and len(result.record["clusters"]) >= 1

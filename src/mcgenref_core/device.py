@@ -78,3 +78,26 @@ def make_predictor(model, device: str = "cpu", precision: str = "auto") -> Calla
         return out[:, 0].float().cpu().numpy()
 
     return predict
+
+
+def dihedral_average(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """Test-time augmentation: wrap a ``(N, H, W) -> (N, H, W)`` logit predictor so it returns
+    the mean logits over the 8 flips and quarter turns of its input (each mapped back), 8x the
+    compute. MCs have no preferred orientation, so the mean keeps them and averages away
+    responses to one orientation of the tissue texture."""
+
+    def predict_averaged(batch: np.ndarray) -> np.ndarray:
+        total = None
+        for turns in range(4):
+            for mirror in (False, True):
+                x = np.rot90(batch, turns, axes=(-2, -1))
+                if mirror:
+                    x = x[..., ::-1]
+                y = predict(np.ascontiguousarray(x))
+                if mirror:
+                    y = y[..., ::-1]
+                y = np.rot90(y, -turns, axes=(-2, -1))
+                total = y.astype(np.float32) if total is None else total + y
+        return total / np.float32(8.0)
+
+    return predict_averaged

@@ -33,6 +33,7 @@ class InferenceConfig(StepConfig):
     overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
     batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
     threshold: float | None = field(default=None, metadata={"help": "MC probability threshold; default: the weights' operating point"})
+    tta: bool = field(default=False, metadata={"help": "average the logits over the 8 flips and quarter turns of each tile (8x the compute; read at the weights' own TTA threshold)"})
     min_area_mm2: float = field(default=0.0, metadata={"help": "drop MCs smaller than this (mm²)"})
     max_area_mm2: float = field(default=2.0, metadata={"help": "drop components larger than this (mm²): not MCs"})
     cluster_link_mm: float = field(default=5.0, metadata={"help": "single-linkage distance for clusters (mm)"})
@@ -88,13 +89,15 @@ def segment_steps(
     ``RefineConfig``) runs TT-GPR on the logits when given and enabled.
     """
     from .breast import breast_mask
-    from .device import make_predictor, resolve_device
+    from .device import dihedral_average, make_predictor, resolve_device
     from .intensity import resample, resample_to_spacing, robust_normalize
     from .models.weights import resolve_weights
     from .postprocess import cluster_mcs, describe_mcs, label_mcs
     from .tiling import iter_tiled_logits
 
     config = config or InferenceConfig()
+    if config.tta and refine_config is not None and getattr(refine_config, "enabled", True):
+        raise InputError("--tta", "TT-GPR refines the plain segmentor's logits and has its own threshold; choose --tta or --refine, not both")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if mammo.pixel_size_mm is None:
@@ -119,6 +122,8 @@ def segment_steps(
     t1 = time.perf_counter()
     model = weights.build_model()
     predict = make_predictor(model, device, config.precision)
+    if config.tta:
+        predict = dihedral_average(predict)
     tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size)
     logits_w = yield from _relay(tiles, "segment")
     timings["segment_s"] = time.perf_counter() - t1
@@ -138,12 +143,7 @@ def segment_steps(
     prob = resample(prob_w, image.shape, order=1) if prob_w.shape != image.shape else prob_w
     prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
     prob[~breast] = 0.0
-    if config.threshold is not None:
-        threshold = config.threshold
-    elif refine_record and refine_record.get("output_threshold") is not None:
-        threshold = float(refine_record["output_threshold"])  # refine_steps chose the refined maps' operating point
-    else:
-        threshold = float(weights.metadata.get("operating_threshold", 0.5))
+    threshold, threshold_source = operating_threshold(config, weights, refine_record)
     labels = label_mcs(prob, threshold, config.min_area_mm2, spacing, config.max_area_mm2)
     mcs = describe_mcs(labels, prob, spacing)
     clusters = cluster_mcs(mcs, spacing, config.cluster_link_mm, config.cluster_min_mcs)
@@ -152,7 +152,7 @@ def segment_steps(
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view},
         "settings": config.to_dict(),
-        "run": {"device_used": device, "threshold_used": threshold, "precision": config.precision},
+        "run": {"device_used": device, "threshold_used": threshold, "threshold_source": threshold_source, "precision": config.precision},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),
@@ -162,6 +162,27 @@ def segment_steps(
         "clusters": [dataclasses.asdict(c) for c in clusters],
     }
     return SegmentationResult(labels=labels, prob=prob, record=record, breast=breast, logits_working=logits_w)
+
+
+def operating_threshold(config: InferenceConfig, weights, refine_record: dict | None = None) -> tuple[float, str]:
+    """The probability threshold a segmentation is read at, and where it comes from.
+
+    In order: ``config.threshold``; the refined maps' threshold ``refine_steps`` chose (when
+    TT-GPR ran); with ``config.tta``, the weights' ``operating_threshold_tta`` (calibrated with
+    TTA on held-out normals: averaging changes the logits' distribution); the weights'
+    ``operating_threshold``; 0.5.
+    """
+    meta = weights.metadata
+    if config.threshold is not None:
+        return float(config.threshold), "settings"
+    if refine_record and refine_record.get("output_threshold") is not None:
+        return float(refine_record["output_threshold"]), "refine"
+    if config.tta and meta.get("operating_threshold_tta") is not None:
+        return float(meta["operating_threshold_tta"]), "weights (calibrated with TTA)"
+    if meta.get("operating_threshold") is not None:
+        note = " (no TTA calibration in these weights)" if config.tta else ""
+        return float(meta["operating_threshold"]), "weights" + note
+    return 0.5, "default"
 
 
 def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:

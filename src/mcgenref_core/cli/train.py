@@ -58,6 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size of the normals when the files do not say (digital default 0.07)")
     c.add_argument("--target", type=float, metavar="N", help="allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    c.add_argument("--tta", action="store_true", help="segmentor: calibrate the threshold used with test-time augmentation (segment --tta), kept beside the plain one")
     c.add_argument("--out", metavar="WEIGHTS", help="write the calibrated weights here instead")
     add_common_options(c)
     c.set_defaults(func=run_calibrate)
@@ -80,6 +81,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         normals = default_backgrounds(args.data_dir, regime, "val")
     pixel = args.pixel_size or (REGIME_PIXEL_SIZE_MM["digital"] if regime == "digital" else None)
     limits = TrainConfig(regime=regime, calibration_target=args.target).calibration_limits
+    if args.tta and weights.kind != "segmentor":
+        from ..errors import InputError
+
+        raise InputError(args.weights, "--tta calibrates a segmentor's threshold; these are flow weights (TT-GPR has its own)")
     if weights.kind == "flow":
         from ..calibrate import calibrate_refined_threshold_steps
         from ..models.weights import resolve_weights
@@ -87,9 +92,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         segmentor = resolve_weights(args.segmentor, "segmentor", weights.working_pixel_size_mm)
         steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, None, pixel, args.device, args.out)
     else:
-        steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out)
+        steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta)
     chosen = run_to_end(steps)
-    what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold"
+    what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold" + (" with TTA" if args.tta else "")
     print(f"{what} {chosen['threshold']:.6g} (logit {chosen['logit']}): "
           f"{chosen['fp_clusters_per_image']:.2f} false clusters per normal, {chosen['fp_components_per_cm2']:.2f} false MCs per cm²"
           + ("" if chosen["met"] else " (limits not met: highest threshold)"))
