@@ -88,7 +88,8 @@ def synthetic_section(regime: str, data: Path, n: int, patch: int, config) -> di
     seg = evaluate_patches(pairs, pairs["prob"], pairs["threshold"], config)
     base_prob = tophat_patch_scores(pairs["images"], pairs["pixel_size_mm"], TopHatConfig())
     base = evaluate_patches(pairs, base_prob, 0.5, config)
-    return {"legacy": legacy, "segmentor": seg, "baseline": base, "pairs": pairs, "baseline_prob": base_prob,
+    tta = segmentor_quality.synthetic_scores(regime, data, n, patch, None, tta=True)
+    return {"legacy": legacy, "segmentor": seg, "baseline": base, "pairs": pairs, "baseline_prob": base_prob, "tta": tta,
             "seconds": time.perf_counter() - start}
 
 
@@ -110,7 +111,8 @@ def mias_section(data: Path, work: Path, config, max_images: int | None) -> dict
     cfg = config.replace(format="mias", subset=True)
     seg = evaluate(seg_dir, info, cfg)
     base = evaluate(base_dir, info, cfg)
-    return {"legacy": legacy, "segmentor": seg, "baseline": base, "seg_dir": seg_dir, "seconds": time.perf_counter() - start}
+    tta = segmentor_quality.mias_clusters(data, None, max_images=max_images, tta=True)
+    return {"legacy": legacy, "segmentor": seg, "baseline": base, "tta": tta, "seg_dir": seg_dir, "seconds": time.perf_counter() - start}
 
 
 def digital_section(data: Path) -> dict:
@@ -375,13 +377,18 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         size = f"{leg['pairs']} × {leg['patch_px']}²"
         for label, scores, thr in (("segmentor", leg["at_operating_point"], leg["threshold"]), ("segmentor", leg["at_0.5"], 0.5)):
             add(f"| {regime} | {label} | {where} | {size} | {thr:.3g} | {scores['dice']:.2f} | {scores['recall']:.2f} | {scores['precision']:.2f} | {scores['mc_sensitivity']:.2f} | {scores['fp_per_cm2']:.2f} |")
+        t = s["tta"]
+        scores = t["at_operating_point"]
+        add(f"| {regime} | segmentor + TTA | same | same | {t['threshold']:.3g} | {scores['dice']:.2f} | {scores['recall']:.2f} | {scores['precision']:.2f} | {scores['mc_sensitivity']:.2f} | {scores['fp_per_cm2']:.2f} |")
         b = s["baseline"]["report"]
         bp, bm = b["levels"]["pixel"]["pooled"]["values"], b["levels"]["mc"]["values"]
         add(f"| {regime} | white top-hat | same | same | k = 5 | {_f(bp['dice'])} | {_f(bp['recall'])} | {_f(bp['precision'])} | {_f(bm['sensitivity'])} | {_f(bm['fp_per_cm2'])} |")
         add(f"| {regime} | TT-GPR | same | same | | {ttgpr[key] or 'see below'} | | | | |")
     add("")
     add("Pairs are drawn with the default `SynthesisConfig` (every morphology, no negatives, seed 2024); the segmentor rows are")
-    add("`segmentor_quality.synthetic_scores`. About half of the inserted MCs peak under 5 sigmas of the local noise")
+    add("`segmentor_quality.synthetic_scores`; \"+ TTA\" averages the logits over the 8 flips and quarter turns of each patch")
+    add("(`mcgenref segment --tta`) and reads them at the weights' TTA threshold (`mcgenref train calibrate --tta`, the same")
+    add("validation normals and limits). About half of the inserted MCs peak under 5 sigmas of the local noise")
     add("(`docs/synthesis.md`); at 0.2 mm most are smaller than a pixel, which is why MC-level sensitivity on film is low while")
     add("real clusters are found (next section).")
     add("")
@@ -425,6 +432,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
     add(f"| method | threshold | located circles found | FP clusters per validation normal | clusters outside every circle on the {leg['calc_images']} CALC images | false MCs per cm² on validation normals |")
     add("| --- | --- | --- | --- | --- | --- |")
     add(f"| segmentor `film-0.2mm` (bundled) | {leg['threshold']:.3g} | **{leg['circles_found']} of {leg['circles']}** | {leg['fp_clusters_per_val_normal']:.2f} | {leg['clusters_outside_circles_on_calc_images']} | {leg['fp_components_per_cm2_val_normals']:.2f} |")
+    t = mias["tta"]
+    add(f"| segmentor + TTA (`segment --tta`) | {t['threshold']:.3g} | **{t['circles_found']} of {t['circles']}** | {t['fp_clusters_per_val_normal']:.2f} | {t['clusters_outside_circles_on_calc_images']} | {t['fp_components_per_cm2_val_normals']:.2f} |")
     bc = mias["baseline"].summary["levels"]["cluster"]
     add(f"| white top-hat | k = 5 | {bc['found']} of {bc['true_clusters']} | {_f(bc['fp_clusters_per_normal_image'])} | {bc['clusters_outside_truth_on_images_with_findings']} | {_f(bc['false_mcs_per_cm2_on_normals'])} |")
     add(f"| TT-GPR | | {ttgpr['film'] or 'see below'} | | | |")
@@ -582,9 +591,10 @@ def to_json(results: dict) -> dict:
     out = {"date": results["date"], "machine": results["machine"], "settings": results["config"].to_dict(), "ttgpr": results["ttgpr"],
            "minutes": results.get("minutes"), "cpu_minutes": results.get("cpu_minutes"), "load_average_at_end": results.get("load_average")}
     out["synthetic"] = {k: {"segmentor_legacy": s["legacy"], "segmentor": s["segmentor"]["report"], "baseline": s["baseline"]["report"],
-                            "seconds": s["seconds"]} for k, s in results["synthetic"].items()}
+                            "segmentor_tta": s["tta"], "seconds": s["seconds"]} for k, s in results["synthetic"].items()}
     m = results["mias"]
-    out["mias_dev"] = {"segmentor_legacy": m["legacy"], "segmentor": m["segmentor"].to_dict(), "baseline": m["baseline"].to_dict(), "seconds": m["seconds"]}
+    out["mias_dev"] = {"segmentor_legacy": m["legacy"], "segmentor": m["segmentor"].to_dict(), "baseline": m["baseline"].to_dict(),
+                       "segmentor_tta": m["tta"], "seconds": m["seconds"]}
     if results.get("digital"):
         out["digital"] = results["digital"]
     if results.get("timing"):

@@ -9,7 +9,8 @@
 3. False components per cm² of breast on the digital normal gmic-0_L-CC (never a training
    background; it is the digital regime's calibration image).
 
-Run: ``python benchmarks/segmentor_quality.py [--data ../shared/data] [--json out.json]``.
+Run: ``python benchmarks/segmentor_quality.py [--data ../shared/data] [--tta] [--json out.json]``
+(``--tta``: every figure with test-time augmentation, ``mcgenref segment --tta``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,17 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_name: str | None) -> dict:
+def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_name: str | None, tta: bool = False) -> dict:
     """``n`` synthetic pairs on the regime's val normals and the segmentor's probabilities on them.
 
     Returns images (n, P, P) float32, masks (n, P, P) uint16, prob (n, P, P) float32, the
     weights' operating ``threshold``, the working ``pixel_size_mm`` and the ``backgrounds`` used.
+    ``tta``: probabilities averaged over flips and turns (``device.dihedral_average``), read at
+    the weights' TTA threshold.
     """
-    from mcgenref_core.device import make_predictor
+    from mcgenref_core.device import dihedral_average, make_predictor
     from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, operating_threshold
     from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
     from mcgenref_core.synth.splits import default_backgrounds
     from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
@@ -43,20 +47,23 @@ def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_n
     gen = SyntheticPairGenerator(SynthesisConfig(patch_px=patch, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
     images, masks = gen.batch(n, np.random.default_rng(2024))
     predict = make_predictor(weights.build_model(), "cpu")
+    if tta:
+        predict = dihedral_average(predict)
     logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, n, 16)])
     prob = (1 / (1 + np.exp(-logits))).astype(np.float32)
-    return {"images": images, "masks": masks, "prob": prob, "threshold": float(weights.metadata.get("operating_threshold", 0.5)),
-            "pixel_size_mm": spacing, "backgrounds": files}
+    threshold, _source = operating_threshold(InferenceConfig(tta=tta), weights)
+    return {"images": images, "masks": masks, "prob": prob, "threshold": threshold, "pixel_size_mm": spacing, "backgrounds": files}
 
 
-def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: str | None, pairs: dict | None = None) -> dict:
+def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: str | None, pairs: dict | None = None,
+                     tta: bool = False) -> dict:
     """Pooled scores of the segmentor over ``n`` synthetic pairs on the regime's val normals.
 
     ``pairs`` (from :func:`synthetic_predictions`) reuses pairs and probabilities already made.
     """
     from mcgenref_core.train import patch_scores
 
-    pairs = pairs or synthetic_predictions(regime, data, n, patch, weights_name)
+    pairs = pairs or synthetic_predictions(regime, data, n, patch, weights_name, tta=tta)
     prob, masks, spacing, threshold = pairs["prob"], pairs["masks"], pairs["pixel_size_mm"], pairs["threshold"]
     scores = patch_scores(prob, masks, spacing, threshold)
     scores_05 = patch_scores(prob, masks, spacing, 0.5)
@@ -65,12 +72,13 @@ def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: 
 
 
 def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = None, max_images: int | None = None,
-                  refine_config=None) -> dict:
+                  refine_config=None, tta: bool = False) -> dict:
     """Cluster sensitivity on the located dev circles and FP clusters per validation normal.
 
     ``out_dir`` also writes each segmentation there (the files of ``mcgenref segment``);
     ``max_images`` takes only the first CALC images and validation normals (a smoke run);
-    ``refine_config`` (a ``RefineConfig``) runs TT-GPR after the base segmentation.
+    ``refine_config`` (a ``RefineConfig``) runs TT-GPR after the base segmentation; ``tta``
+    segments with test-time augmentation (``segment --tta``).
     """
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.io.results import write_segmentation
@@ -81,7 +89,7 @@ def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = N
     mias = data / "mias-dev"
     rows = read_mias_info(mias / "Info.txt")
     weights = resolve_weights(weights_name, "segmentor", 0.2)
-    config = InferenceConfig(device="cpu")
+    config = InferenceConfig(device="cpu", tta=tta)
     circles: dict[str, list] = {}
     for r in rows:
         if r.cls == "CALC" and r.has_circle:
@@ -118,12 +126,12 @@ def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = N
         "fp_clusters_per_val_normal": fp_clusters / len(normals), "val_normals": len(normals),
         "fp_components_per_cm2_val_normals": fp_components / area_cm2,
         "clusters_outside_circles_on_calc_images": outside, "calc_images": len(per_image),
-        "per_image": per_image, "threshold": float(weights.metadata.get("operating_threshold", 0.5)),
+        "per_image": per_image, "threshold": result.record["run"].get("threshold_used"),
         "seconds": time.perf_counter() - start,
     }
 
 
-def digital_normal_fp(data: Path, weights_name: str | None) -> dict:
+def digital_normal_fp(data: Path, weights_name: str | None, tta: bool = False) -> dict:
     """False components and clusters on the held-out digital normal gmic-0_L-CC."""
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.models.weights import resolve_weights
@@ -132,7 +140,7 @@ def digital_normal_fp(data: Path, weights_name: str | None) -> dict:
     weights = resolve_weights(weights_name, "segmentor", 0.07)
     out = {}
     for name in ("gmic-0_L-CC.png",):
-        result = segment(read_mammogram(data / "nyu-ffdm" / name, pixel_size_mm=0.07), InferenceConfig(device="cpu"), weights=weights)
+        result = segment(read_mammogram(data / "nyu-ffdm" / name, pixel_size_mm=0.07), InferenceConfig(device="cpu", tta=tta), weights=weights)
         area = result.record["breast_area_cm2"]
         out[name] = {"fp_components": len(result.record["mcs"]), "breast_cm2": area,
                      "fp_components_per_cm2": len(result.record["mcs"]) / area, "fp_clusters": len(result.record["clusters"])}
@@ -145,13 +153,16 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=256)
     parser.add_argument("--film-weights")
     parser.add_argument("--digital-weights")
+    parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (segment --tta), read at the TTA thresholds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    tta = args.tta
     report = {
-        "synthetic_film": synthetic_scores("film", args.data, args.pairs, 128, args.film_weights),
-        "synthetic_digital": synthetic_scores("digital", args.data, args.pairs, 256, args.digital_weights),
-        "mias_dev": mias_clusters(args.data, args.film_weights),
-        "digital_normal": digital_normal_fp(args.data, args.digital_weights),
+        "tta": tta,
+        "synthetic_film": synthetic_scores("film", args.data, args.pairs, 128, args.film_weights, tta=tta),
+        "synthetic_digital": synthetic_scores("digital", args.data, args.pairs, 256, args.digital_weights, tta=tta),
+        "mias_dev": mias_clusters(args.data, args.film_weights, tta=tta),
+        "digital_normal": digital_normal_fp(args.data, args.digital_weights, tta=tta),
     }
     for key in ("synthetic_film", "synthetic_digital"):
         s = report[key]
