@@ -22,9 +22,12 @@ from numba import njit
 #: Sub-pixel samples can only fall inside an MC when the pixel centre is within the MC's reach
 #: plus half a pixel diagonal (0.7071 px); 0.75 px keeps a margin for rounding.
 PIXEL_REACH_PX = 0.75
+#: A squared distance (px²) beyond any stamp: the start of a nearest-segment search (finite, as
+#: the loops below are compiled with fast-math, which assumes no infinities).
+FAR_PX2 = 1e30
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", fastmath=True)
 def _atan2(y, x):
     """``atan2(y, x)`` in float32 to within 2e-6 rad (a minimax polynomial on [0, 1] of the
     octant-reduced ratio); cheaper than the libm call in the innermost loops."""
@@ -47,7 +50,7 @@ def _atan2(y, x):
     return r
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def star_stamps(offset, rotation, radii, extent, k, ss):
     """Star shapes: radial function ``radii`` (G, N) float32 in px at N equally spaced angles
     (interpolated linearly, turned by ``rotation`` (G,) radians), ``extent`` (G,) float32 its
@@ -102,7 +105,7 @@ def star_stamps(offset, rotation, radii, extent, k, ss):
     return cov, thk
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always", fastmath=True)
 def _point_segment_d2(py, px, ay, ax, by, bx):
     """Squared distance (px²) from a point to the segment from (ay, ax) to (by, bx)."""
     vy = by - ay
@@ -122,7 +125,7 @@ def _point_segment_d2(py, px, ay, ax, by, bx):
     return ey * ey + ex * ex
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=True)
 def linear_stamps(offset, segments, half_width, k, ss):
     """Linear/branching MCs: ``segments`` (G, S, 2, 2) float32 end points (row, col) relative to
     the centre, ``half_width`` (G,) float32 px; thickness is the cylinder ``sqrt(1 - (d / w½)²)``
@@ -136,6 +139,7 @@ def linear_stamps(offset, segments, half_width, k, ss):
     thk = np.zeros((g, k, k), np.float32)
     inv_n = np.float32(1.0 / (ss * ss))
     near = np.zeros((k, k, n_seg), np.bool_)
+    local = np.empty((n_seg, 4), np.float32)  # the near segments of one pixel: (ay, ax, by, bx)
     for m in range(g):
         oy, ox = offset[m, 0], offset[m, 1]
         hw = half_width[m]
@@ -160,10 +164,13 @@ def linear_stamps(offset, segments, half_width, k, ss):
             lo_i, hi_i, lo_j, hi_j = min(lo_i, i0), max(hi_i, i1), min(lo_j, j0), max(hi_j, j1)
         for i in range(lo_i, hi_i + 1):
             for j in range(lo_j, hi_j + 1):
-                any_near = False
+                n_near = 0
                 for s in range(n_seg):
-                    any_near = any_near or near[i, j, s]
-                if not any_near:
+                    if near[i, j, s]:
+                        for e in range(4):
+                            local[n_near, e] = segments[m, s, e // 2, e % 2]
+                        n_near += 1
+                if n_near == 0:
                     continue
                 n_in = 0
                 acc = np.float32(0.0)
@@ -171,13 +178,11 @@ def linear_stamps(offset, segments, half_width, k, ss):
                     dy = np.float32(i - oy) + np.float32((a + 0.5) / ss)
                     for b in range(ss):
                         dx = np.float32(j - ox) + np.float32((b + 0.5) / ss)
-                        best = np.float32(np.inf)
-                        for s in range(n_seg):
-                            if near[i, j, s]:
-                                d2 = _point_segment_d2(dy, dx, segments[m, s, 0, 0], segments[m, s, 0, 1],
-                                                       segments[m, s, 1, 0], segments[m, s, 1, 1])
-                                if d2 < best:
-                                    best = d2
+                        best = np.float32(FAR_PX2)
+                        for s in range(n_near):
+                            d2 = _point_segment_d2(dy, dx, local[s, 0], local[s, 1], local[s, 2], local[s, 3])
+                            if d2 < best:
+                                best = d2
                         q2 = best / hw2
                         if q2 < 1.0:
                             n_in += 1
