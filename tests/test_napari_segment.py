@@ -198,3 +198,22 @@ def test_tt_gpr_without_flow_weights_says_what_to_do(viewer_with_sample, monkeyp
     widget.refine_box.setChecked(True)
     widget.run()
     assert shown and "flow" in shown[0] and not widget.runner.running
+
+
+def test_tta_checkbox_segments_with_test_time_augmentation(viewer_with_sample, qtbot):
+    """The form's `tta` field runs `segment --tta`: the layer equals the core's TTA result and
+    its record says the TTA threshold was used."""
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    widget = open_segment(viewer_with_sample)
+    widget.form.set_field("device", "cpu")
+    widget.form.set_field("tta", True)
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    expected = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True))
+    labels = viewer_with_sample.layers["mdb209 MCs"]
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    record = labels.metadata["record"]
+    assert record["settings"]["tta"] is True
+    assert record["run"]["threshold_source"] == "weights (calibrated with TTA)"
