@@ -263,7 +263,7 @@ class SyntheticPairGenerator:
             first = mine[0] if mine else 0
             local_cluster = np.where(cluster[sel] >= 0, cluster[sel] - first, -1)
             jobs.append({"bp": bps[i], "info": infos[i], "clusters": [plan["clusters"][k] for k in mine],
-                         "shapes": shapes.take(np.arange(bounds[i], bounds[i + 1])), "cluster": local_cluster,
+                         "shapes": shapes.take(slice(bounds[i], bounds[i + 1])), "cluster": local_cluster,
                          "levels": levels[mine], "snr": snr[sel], "bg_level": bg_level[sel],
                          "modulation": modulation[sel], "sigma": sigma[sel], "amplitude": amplitude[sel],
                          "blur_mm": float(blur_mm[i]), "noise_seed": int(noise_seeds[i])})

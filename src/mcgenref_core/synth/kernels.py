@@ -284,16 +284,16 @@ def label_instances(mask, priority, anchor, canvas_of, coverage, ids, centres):
 
 
 @njit(cache=True, nogil=True)
-def place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap):
-    """One round of MC placement: each MC of ``todo`` (T,) int64, at its current ``centre``
-    (M, 2) float64 px, is kept when it lies inside its patch's breast (``breasts`` (N, P, P)
-    bool, ``patch`` (M,) int64) and clears every kept MC of its patch and every earlier
-    candidate of this round that is itself clear of the kept ones. Clear: centre distance at
+def place_round(centre, todo, patch, first, radius, kept, breasts, min_separation, gap):
+    """One round of MC placement: each MC of ``todo`` (T,) int64 ascending, at its current
+    ``centre`` (M, 2) float64 px, is kept when it lies inside its patch's breast (``breasts``
+    (N, P, P) bool, ``patch`` (M,) int64 ascending, the MCs of patch q being
+    ``first[q]:first[q + 1]``) and clears every kept MC of its patch and every earlier candidate
+    of this round in its patch that is itself clear of the kept ones. Clear: centre distance at
     least ``max(min_separation, radius_i + radius_j + gap)`` px. ``kept`` (M,) bool is updated
     in place."""
     t = todo.size
     p = breasts.shape[1]
-    m = centre.shape[0]
     ok = np.zeros(t, np.bool_)
     for a in range(t):
         i = todo[a]
@@ -303,8 +303,8 @@ def place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap)
         if not breasts[patch[i], int(y), int(x)]:
             continue
         clear = True
-        for j in range(m):
-            if kept[j] and j != i and patch[j] == patch[i]:
+        for j in range(first[patch[i]], first[patch[i] + 1]):
+            if kept[j] and j != i:
                 need = max(min_separation, radius[i] + radius[j] + gap)
                 if math.hypot(y - centre[j, 0], x - centre[j, 1]) < need:
                     clear = False
@@ -315,13 +315,15 @@ def place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap)
             continue
         i = todo[a]
         clear = True
-        for b in range(a):
+        b = a - 1
+        while b >= 0 and patch[todo[b]] == patch[i]:  # the earlier candidates of this patch
             j = todo[b]
-            if ok[b] and j != i and patch[j] == patch[i]:
+            if ok[b]:
                 need = max(min_separation, radius[i] + radius[j] + gap)
                 if math.hypot(centre[i, 0] - centre[j, 0], centre[i, 1] - centre[j, 1]) < need:
                     clear = False
                     break
+            b -= 1
         if clear:
             kept[i] = True
 
@@ -330,9 +332,10 @@ def place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap)
 def place_mcs(centre, candidates, patch, radius, breasts, min_separation, gap):
     """Placement of every MC in up to R rounds (:func:`place_round`): round 0 tests the
     current ``centre`` (M, 2) float64 px; before round r the MCs not yet kept move to
-    ``candidates[r]`` ((R, M, 2) float64 px; ``centre`` is updated in place). Returns ``kept``
-    (M,) bool."""
+    ``candidates[r]`` ((R, M, 2) float64 px; ``centre`` is updated in place). ``patch`` (M,)
+    int64 must be ascending. Returns ``kept`` (M,) bool."""
     m = centre.shape[0]
+    first = np.searchsorted(patch, np.arange(breasts.shape[0] + 1))
     kept = np.zeros(m, np.bool_)
     todo = np.arange(m)
     for attempt in range(candidates.shape[0]):
@@ -340,7 +343,7 @@ def place_mcs(centre, candidates, patch, radius, breasts, min_separation, gap):
             for i in todo:
                 centre[i, 0] = candidates[attempt, i, 0]
                 centre[i, 1] = candidates[attempt, i, 1]
-        place_round(centre, todo, patch, radius, kept, breasts, min_separation, gap)
+        place_round(centre, todo, patch, first, radius, kept, breasts, min_separation, gap)
         todo = todo[~kept[todo]]
         if todo.size == 0:
             break

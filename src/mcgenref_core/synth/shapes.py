@@ -86,7 +86,8 @@ class ShapeParams:
     def __len__(self) -> int:
         return int(self.kind.size)
 
-    def take(self, index: np.ndarray) -> ShapeParams:
+    def take(self, index: np.ndarray | slice) -> ShapeParams:
+        """The MCs at ``index`` (an index array: copies; a slice: views)."""
         return ShapeParams(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
 
 
