@@ -41,7 +41,11 @@ def _png(path: Path, array: np.ndarray) -> Path:
 def test_patches_lie_inside_the_breast_and_are_augmented(normal_path):
     s = BackgroundSampler([normal_path], 0.2, cache_dir=None)
     bg = s.images[0]
-    assert bg.pixels.dtype == np.float16  # 8-bit film is stored compactly
+    # 8-bit film: float16 values, held as float32 (patches cut faster) unless storage="float16"
+    assert bg.pixels.dtype == np.float32 and bg.float16_values
+    assert np.array_equal(bg.pixels, bg.pixels.astype(np.float16).astype(np.float32))
+    compact = BackgroundSampler([normal_path], 0.2, cache_dir=None, storage="float16").images[0]
+    assert compact.pixels.dtype == np.float16 and np.array_equal(compact.pixels.astype(np.float32), bg.pixels)
     rng = np.random.default_rng(0)
     turns = set()
     for _ in range(60):

@@ -4,7 +4,7 @@ Each image is read once (``read_mammogram``), its breast found (``breast.breast_
 normalised inside the breast (``intensity.robust_normalize``: the in-breast 1st..99.5th
 percentiles become 0..1, exactly as inference normalises real images), resampled to the working
 pixel size and cropped to the breast's bounding box. What is kept per image: the normalised
-pixels (float16 when the source had 8-bit values, else float32), the breast mask, a coarse map of
+pixels (rounded to float16 when the source had 8-bit values, else float32), the breast mask, a coarse map of
 the local high-frequency noise sigma (the statistic of ``measure.noise_sigma`` per block) and the
 grey-level step of the source (so inserted MCs can be quantised like the background).
 """
@@ -42,6 +42,7 @@ class _Background:
     offset: float  # normalised value of grey level 0 (lattice origin)
     source_pixel_mm: float
     centres: dict  # patch_px -> flat indices of valid patch centres
+    float16_values: bool = False  # pixels hold float16-rounded values (stored as float16 or widened)
 
 
 @dataclass
@@ -132,7 +133,9 @@ class BackgroundSampler:
     split
         Which part of a known dataset folder to use: ``"train"`` (default), ``"val"``, ``"all"``.
     storage
-        ``"auto"`` (float16 for 8-bit sources, float32 otherwise), ``"float16"`` or ``"float32"``.
+        ``"auto"`` (8-bit sources rounded to float16 and held as float32, others float32),
+        ``"float16"`` (8-bit sources held as float16: half the memory, slower patches) or
+        ``"float32"``.
     cache_dir
         Folder keeping each prepared background (normalised pixels, breast mask, noise map) so a
         later run loads it in milliseconds; ``"auto"`` = ``$MCGENREF_CACHE_DIR`` or
@@ -188,7 +191,7 @@ class BackgroundSampler:
 
         def one(path: Path):
             try:
-                return self._load_cached(path, pixel_size_mm, storage)
+                return _held(self._load_cached(path, pixel_size_mm, storage), storage)
             except InputError as exc:
                 return exc
 
@@ -376,7 +379,7 @@ class BackgroundSampler:
                 shift=o,
                 step=bg.step,
                 offset=bg.offset,
-                float16=bg.pixels.dtype == np.float16,
+                float16=bg.float16_values or bg.pixels.dtype == np.float16,
                 source_pixel_mm=bg.source_pixel_mm,
                 source=i,
                 origin=(int(r), int(c)),
@@ -433,6 +436,17 @@ def _cache_dir(value: str | os.PathLike | None) -> Path | None:
         base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         return Path(base) / "mcgenref" / "backgrounds"
     return Path(value)
+
+
+def _held(bg: _Background, storage: str) -> _Background:
+    """The background as the sampler holds it: with ``storage="auto"``, float16 pixels (8-bit
+    sources, as cached) are widened to float32 in memory, the same values at twice the memory,
+    because cutting patches out of float16 costs more than the rest of a patch's synthesis
+    (``storage="float16"`` keeps them half-size)."""
+    if storage == "auto" and bg.pixels.dtype == np.float16:
+        bg.pixels = bg.pixels.astype(np.float32)
+        bg.float16_values = True
+    return bg
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
