@@ -27,6 +27,22 @@ PIXEL_REACH_PX = 0.75
 FAR_PX2 = 1e30
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _subpixel(index, origin, a, ss):
+    """Offset (px, float32) of sub-pixel ``a`` of pixel ``index`` from ``origin`` along one axis
+    (``ss`` sub-pixels per pixel, sampled at their centres)."""
+    return np.float32(index - origin) + np.float32((a + 0.5) / ss)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dome(q2):
+    """(inside, thickness) of a sub-pixel at squared normalised distance ``q2`` from the MC's
+    axis: (1, ``sqrt(1 - q2)``) inside the outline (``q2 < 1``), else (0, 0)."""
+    if q2 < 1.0:
+        return 1, np.float32(math.sqrt(1.0 - q2))
+    return 0, np.float32(0.0)
+
+
 @njit(cache=True, nogil=True, inline="always", fastmath=True)
 def _atan2(y, x):
     """``atan2(y, x)`` in float32 to within 2e-6 rad (a minimax polynomial on [0, 1] of the
@@ -81,9 +97,9 @@ def star_stamps(offset, rotation, radii, extent, k, ss):
                 n_in = 0
                 acc = np.float32(0.0)
                 for a in range(ss):
-                    dy = np.float32(i - oy) + np.float32((a + 0.5) / ss)
+                    dy = _subpixel(i, oy, a, ss)
                     for b in range(ss):
-                        dx = np.float32(j - ox) + np.float32((b + 0.5) / ss)
+                        dx = _subpixel(j, ox, b, ss)
                         rho2 = dy * dy + dx * dx
                         if rho2 >= ext * ext:  # beyond the largest radius: outside
                             continue
@@ -96,10 +112,9 @@ def star_stamps(offset, rotation, radii, extent, k, ss):
                             frac = t - s
                             r0 = radii[m, s]
                             r = r0 + frac * (radii[m, (s + 1) % n_ang] - r0)
-                        q2 = rho2 / (r * r)
-                        if q2 < 1.0:
-                            n_in += 1
-                            acc += np.float32(math.sqrt(1.0 - q2))
+                        inside, thick = _dome(rho2 / (r * r))
+                        n_in += inside
+                        acc += thick
                 cov[m, i, j] = n_in * inv_n
                 thk[m, i, j] = acc * inv_n
     return cov, thk
@@ -175,18 +190,17 @@ def linear_stamps(offset, segments, half_width, k, ss):
                 n_in = 0
                 acc = np.float32(0.0)
                 for a in range(ss):
-                    dy = np.float32(i - oy) + np.float32((a + 0.5) / ss)
+                    dy = _subpixel(i, oy, a, ss)
                     for b in range(ss):
-                        dx = np.float32(j - ox) + np.float32((b + 0.5) / ss)
+                        dx = _subpixel(j, ox, b, ss)
                         best = np.float32(FAR_PX2)
                         for s in range(n_near):
                             d2 = _point_segment_d2(dy, dx, local[s, 0], local[s, 1], local[s, 2], local[s, 3])
                             if d2 < best:
                                 best = d2
-                        q2 = best / hw2
-                        if q2 < 1.0:
-                            n_in += 1
-                            acc += np.float32(math.sqrt(1.0 - q2))
+                        inside, thick = _dome(best / hw2)
+                        n_in += inside
+                        acc += thick
                 cov[m, i, j] = n_in * inv_n
                 thk[m, i, j] = acc * inv_n
     return cov, thk
