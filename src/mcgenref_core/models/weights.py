@@ -49,13 +49,13 @@ class Weights:
         """SHA-256 of the tensors alone (names, dtypes, shapes, bytes; metadata left out): the
         model's identity, unchanged when only its metadata is rewritten (e.g. a calibration)."""
         if "tensors_sha256" not in self.extra:
-            import hashlib
+            import torch
 
             digest = hashlib.sha256()
             for key in sorted(self.state_dict):
                 t = self.state_dict[key].detach().cpu().contiguous()
                 digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-                digest.update(t.view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+                digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self.extra["tensors_sha256"] = digest.hexdigest()
         return self.extra["tensors_sha256"]
 
@@ -113,13 +113,6 @@ def _plausible_kwargs(value: Any) -> bool:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return abs(value) <= _MAX_ARCH_NUMBER
     return True
-
-
-def torch_uint8():
-    """``torch.uint8`` (imported when first needed)."""
-    import torch
-
-    return torch.uint8
 
 
 def sha256_file(path: str | os.PathLike) -> str:
