@@ -42,7 +42,7 @@ class _Background:
     offset: float  # normalised value of grey level 0 (lattice origin)
     source_pixel_mm: float
     centres: dict  # patch_px -> flat indices of valid patch centres
-    float16_values: bool = False  # pixels hold float16-rounded values (stored as float16 or widened)
+    float16_values: bool = False  # pixels hold float16-rounded values (as float16, or widened; set by _held)
 
 
 @dataclass
@@ -379,7 +379,7 @@ class BackgroundSampler:
                 shift=o,
                 step=bg.step,
                 offset=bg.offset,
-                float16=bg.float16_values or bg.pixels.dtype == np.float16,
+                float16=bg.float16_values,
                 source_pixel_mm=bg.source_pixel_mm,
                 source=i,
                 origin=(int(r), int(c)),
@@ -443,9 +443,9 @@ def _held(bg: _Background, storage: str) -> _Background:
     sources, as cached) are widened to float32 in memory, the same values at twice the memory,
     because converting every patch from float16 costs 6-8% of its synthesis
     (``storage="float16"`` keeps them half-size)."""
-    if storage == "auto" and bg.pixels.dtype == np.float16:
+    bg.float16_values = bg.pixels.dtype == np.float16
+    if storage == "auto" and bg.float16_values:
         bg.pixels = bg.pixels.astype(np.float32)
-        bg.float16_values = True
     return bg
 
 
