@@ -88,10 +88,9 @@ def paste(groups, amplitude: np.ndarray, patch_px: int, patch_of: np.ndarray | N
     """
     p = patch_px
     canvas = np.zeros((n_patches, p, p), np.float64)
-    for index, anchor, _cov, _thk, blurred, _peak in groups:
-        m = (blurred.shape[1] - _cov.shape[1]) // 2
-        canvas_of = patch_of[index] if patch_of is not None else np.zeros(index.size, np.int64)
-        kernels.paste_stamps(canvas, anchor, canvas_of.astype(np.int64), blurred, amplitude[index].astype(np.float64), m)
+    for index, anchor, cov, _thk, blurred, _peak in groups:
+        m = (blurred.shape[1] - cov.shape[1]) // 2
+        kernels.paste_stamps(canvas, anchor, _canvas_of(patch_of, index), blurred, amplitude[index].astype(np.float64), m)
     canvas = canvas.astype(np.float32)
     return canvas[0] if n_patches == 1 and patch_of is None else canvas
 
@@ -110,10 +109,14 @@ def label_mask(groups, centres: np.ndarray, ids: np.ndarray, patch_px: int,
     centres = np.asarray(centres, np.float64)
     ids = np.asarray(ids, np.uint16)
     for index, anchor, cov, *_ in groups:
-        canvas_of = patch_of[index] if patch_of is not None else np.zeros(index.size, np.int64)
-        kernels.label_instances(mask, priority, anchor, canvas_of.astype(np.int64), cov, ids[index],
+        kernels.label_instances(mask, priority, anchor, _canvas_of(patch_of, index), cov, ids[index],
                                 np.ascontiguousarray(centres[index]))
     return mask[0] if patch_of is None and n_patches == 1 else mask
+
+
+def _canvas_of(patch_of: np.ndarray | None, index: np.ndarray) -> np.ndarray:
+    """(G,) int64 canvas of the MCs ``index`` (all 0 without ``patch_of``)."""
+    return patch_of[index].astype(np.int64) if patch_of is not None else np.zeros(index.size, np.int64)
 
 
 def add_signal_noise(
