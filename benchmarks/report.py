@@ -88,7 +88,8 @@ def synthetic_section(regime: str, data: Path, n: int, patch: int, config) -> di
     seg = evaluate_patches(pairs, pairs["prob"], pairs["threshold"], config)
     base_prob = tophat_patch_scores(pairs["images"], pairs["pixel_size_mm"], TopHatConfig())
     base = evaluate_patches(pairs, base_prob, 0.5, config)
-    tta = segmentor_quality.synthetic_scores(regime, data, n, patch, None, tta=True)
+    with_tta = {**pairs, **segmentor_quality.segmentor_probabilities(pairs["images"], pairs["weights"], tta=True)}
+    tta = segmentor_quality.synthetic_scores(regime, data, n, patch, None, pairs=with_tta)
     return {"legacy": legacy, "segmentor": seg, "baseline": base, "pairs": pairs, "baseline_prob": base_prob, "tta": tta,
             "seconds": time.perf_counter() - start}
 

@@ -29,13 +29,12 @@ def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_n
     """``n`` synthetic pairs on the regime's val normals and the segmentor's probabilities on them.
 
     Returns images (n, P, P) float32, masks (n, P, P) uint16, prob (n, P, P) float32, the
-    weights' operating ``threshold``, the working ``pixel_size_mm`` and the ``backgrounds`` used.
+    weights' operating ``threshold``, the loaded ``weights``, the working ``pixel_size_mm`` and
+    the ``backgrounds`` used.
     ``tta``: probabilities averaged over flips and turns (``device.dihedral_average``), read at
     the weights' TTA threshold.
     """
-    from mcgenref_core.device import dihedral_average, make_predictor
     from mcgenref_core.models.weights import resolve_weights
-    from mcgenref_core.segment import InferenceConfig, operating_threshold
     from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
     from mcgenref_core.synth.splits import default_backgrounds
     from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
@@ -46,13 +45,23 @@ def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_n
     sampler = BackgroundSampler(files, spacing, pixel_size_mm=0.07 if regime == "digital" else None)
     gen = SyntheticPairGenerator(SynthesisConfig(patch_px=patch, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
     images, masks = gen.batch(n, np.random.default_rng(2024))
+    return {"images": images, "masks": masks, **segmentor_probabilities(images, weights, tta), "weights": weights,
+            "pixel_size_mm": spacing, "backgrounds": files}
+
+
+def segmentor_probabilities(images: np.ndarray, weights, tta: bool = False) -> dict:
+    """The segmentor's probabilities on patches ``images`` (n, P, P) float32 (``prob``, same
+    shape) and the threshold they are read at (``threshold``: the weights' operating point, or
+    with ``tta`` the probabilities averaged over flips and turns and the weights' TTA one)."""
+    from mcgenref_core.device import dihedral_average, make_predictor
+    from mcgenref_core.segment import InferenceConfig, operating_threshold
+
     predict = make_predictor(weights.build_model(), "cpu")
     if tta:
         predict = dihedral_average(predict)
-    logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, n, 16)])
-    prob = (1 / (1 + np.exp(-logits))).astype(np.float32)
+    logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, len(images), 16)])
     threshold, _source = operating_threshold(InferenceConfig(tta=tta), weights)
-    return {"images": images, "masks": masks, "prob": prob, "threshold": threshold, "pixel_size_mm": spacing, "backgrounds": files}
+    return {"prob": (1 / (1 + np.exp(-logits))).astype(np.float32), "threshold": threshold}
 
 
 def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: str | None, pairs: dict | None = None,
