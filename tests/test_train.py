@@ -12,7 +12,13 @@ import torch
 from mcgenref_core.errors import InputError
 from mcgenref_core.models.weights import load_weights
 from mcgenref_core.synth import SynthesisConfig
-from mcgenref_core.train import TrainConfig, train_segmentor, train_segmentor_steps
+from mcgenref_core.train import (
+    TrainConfig,
+    mc_pixel_weights,
+    segmentation_loss,
+    train_segmentor,
+    train_segmentor_steps,
+)
 
 from .conftest import MIAS_DIR, needs_shared_data
 
@@ -36,6 +42,31 @@ def _run(out, resume=False, **changes):
             next(gen)
         except StopIteration as stop:
             return stop.value
+
+
+def test_instance_weighting_gives_every_mc_the_same_total_weight():
+    masks = np.zeros((2, 16, 16), np.uint16)
+    masks[0, 1:9, 1:9] = 1  # a coarse MC of 64 px
+    masks[0, 12, 12] = 2  # a 1-px speck
+    masks[1, 4:6, 4:6] = 1  # 4 px, id 1 again in another patch: a different MC
+    pixel = mc_pixel_weights(masks, 3.0, "pixel")
+    assert np.all(pixel[masks > 0] == 3.0) and np.all(pixel[masks == 0] == 1.0)
+    inst = mc_pixel_weights(masks, 3.0, "instance")
+    assert np.all(inst[masks == 0] == 1.0)
+    totals = [inst[0][masks[0] == 1].sum(), inst[0][masks[0] == 2].sum(), inst[1][masks[1] == 1].sum()]
+    assert np.allclose(totals, 3.0 * 69 / 3)  # the batch's MC weight, shared equally by its 3 MCs
+    assert np.isclose(inst[masks > 0].sum(), pixel[masks > 0].sum())
+    assert np.array_equal(mc_pixel_weights(np.zeros((1, 4, 4), np.uint16), 3.0, "instance"), np.ones((1, 4, 4), np.float32))
+    with pytest.raises(InputError, match="mc-weighting"):
+        mc_pixel_weights(masks, 3.0, "area")
+    with pytest.raises(InputError, match="mc-weighting"):
+        TrainConfig(mc_weighting="area").validate()
+    # pixel weights given to the loss equal pos_weight for "pixel"
+    logits = torch.randn(2, 1, 16, 16)
+    target = torch.from_numpy((masks > 0).astype(np.float32))[:, None]
+    a = segmentation_loss(logits, target, 3.0, 1.0)
+    b = segmentation_loss(logits, target, 3.0, 1.0, torch.from_numpy(pixel)[:, None])
+    assert torch.allclose(a, b)
 
 
 @needs_shared_data
@@ -65,7 +96,7 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path):
 
 @needs_shared_data
 def test_progress_events_and_a_changed_config_refuses_to_resume(tmp_path):
-    train = TrainConfig(**TINY)
+    train = TrainConfig(**{**TINY, "mc_weighting": "instance"})
     gen = train_segmentor_steps(tmp_path / "w.safetensors", train, SynthesisConfig(), backgrounds=[str(MIAS_DIR / "mdb003.pgm")],
                                 val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")], cache_dir=None)
     kinds = []
@@ -77,7 +108,7 @@ def test_progress_events_and_a_changed_config_refuses_to_resume(tmp_path):
     assert kinds[:3] == ["step", "step", "step"] and "val" in kinds
     assert (tmp_path / "w.safetensors.ckpt.safetensors").exists() and not (tmp_path / "w.safetensors").exists()
     with pytest.raises(InputError, match="other settings"):
-        train_segmentor(tmp_path / "w.safetensors", TrainConfig(**{**TINY, "lr": 1e-2}), SynthesisConfig(),
+        train_segmentor(tmp_path / "w.safetensors", TrainConfig(**TINY), SynthesisConfig(),
                         backgrounds=[str(MIAS_DIR / "mdb003.pgm")], val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")],
                         resume=True, cache_dir=None)
 

@@ -48,6 +48,7 @@ class TrainConfig(StepConfig):
     depth: int = field(default=4, metadata={"help": "U-Net resolution levels"})
     dice_weight: float = field(default=1.0, metadata={"help": "weight of the soft-Dice term beside BCE"})
     pos_weight: float = field(default=3.0, metadata={"help": "BCE weight of MC pixels (class imbalance)"})
+    mc_weighting: str = field(default="pixel", metadata={"help": "how MC pixels share the BCE weight: pixel (each pixel pos_weight) or instance (each MC the same total, so small MCs count as much as large ones)"})
     hard_negative_fraction: float = field(default=0.25, metadata={"help": "share of each batch drawn from mined hard negatives"})
     hard_negative_every: int = field(default=100, metadata={"help": "re-mine hard negatives every N steps"})
     hard_negative_pool: int = field(default=192, metadata={"help": "negative patches scored per mining round"})
@@ -65,6 +66,12 @@ class TrainConfig(StepConfig):
     seed: int = field(default=0, metadata={"help": "random seed (data, initialisation)"})
     calibrate: bool = field(default=True, metadata={"help": "choose the operating threshold on the validation normals after training"})
     calibration_target: float | None = field(default=None, metadata={"help": "allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)"})
+
+    def validate(self) -> None:
+        if self.regime not in REGIME_PIXEL_SIZE_MM:
+            raise InputError("--regime", f"regime must be film or digital, got {self.regime!r}")
+        if self.mc_weighting not in ("pixel", "instance"):
+            raise InputError("--mc-weighting", f"must be pixel or instance, got {self.mc_weighting!r}")
 
     @property
     def calibration_limits(self) -> dict[str, float]:
@@ -96,21 +103,56 @@ class TrainEvent:
 
 # --- losses and metrics -------------------------------------------------------------------
 
-def segmentation_loss(logits, target, pos_weight: float = 3.0, dice_weight: float = 1.0):
+def segmentation_loss(logits, target, pos_weight: float = 3.0, dice_weight: float = 1.0, pixel_weights=None):
     """BCE (MC pixels weighted by ``pos_weight``) + ``dice_weight`` × soft Dice over the batch.
 
-    ``logits``, ``target``: (N, 1, H, W) float tensors, target in {0, 1}. The Dice term pools
-    every pixel of the batch, so batches whose patches hold no MC stay well defined.
+    ``logits``, ``target``: (N, 1, H, W) float tensors, target in {0, 1}. ``pixel_weights``
+    (N, 1, H, W) float, if given, replaces ``pos_weight`` as the BCE weight of every pixel
+    (see :func:`mc_pixel_weights`). The Dice term pools every pixel of the batch, so batches
+    whose patches hold no MC stay well defined.
     """
     import torch
     import torch.nn.functional as F
 
     logits = logits.float()
-    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
+    if pixel_weights is None:
+        bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
+    else:
+        bce = F.binary_cross_entropy_with_logits(logits, target, weight=pixel_weights)
     prob = torch.sigmoid(logits)
     inter = (prob * target).sum()
     dice = 1 - (2 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
     return bce + dice_weight * dice
+
+
+def mc_pixel_weights(masks: np.ndarray, pos_weight: float, weighting: str = "pixel") -> np.ndarray:
+    """BCE weight of every pixel of a batch: (N, H, W) float32 from instance masks (N, H, W).
+
+    Background pixels weigh 1. ``"pixel"``: every MC pixel weighs ``pos_weight``.
+    ``"instance"``: the same total MC weight (``pos_weight`` × MC pixels of the batch) is shared
+    equally among the batch's MCs, each spreading its share evenly over its own pixels, so a
+    2-pixel speck pulls on the loss as hard as a 100-pixel coarse MC. MC-level sensitivity
+    counts MCs, not pixels; pixel weighting lets the few large MCs dominate.
+    """
+    if weighting not in ("pixel", "instance"):
+        raise InputError("--mc-weighting", f"must be pixel or instance, got {weighting!r}")
+    masks = np.asarray(masks)
+    weights = np.ones(masks.shape, np.float32)
+    inside = masks > 0
+    if not inside.any():
+        return weights
+    if weighting == "pixel":
+        weights[inside] = pos_weight
+        return weights
+    # instance ids are per patch: make them unique across the batch
+    n = masks.shape[0]
+    offset = (np.arange(n, dtype=np.int64) * (int(masks.max()) + 1))[:, None, None]
+    ids = np.where(inside, masks.astype(np.int64) + offset, 0)
+    area = np.bincount(ids.ravel())
+    present = np.count_nonzero(area[1:])
+    per_mc = pos_weight * float(inside.sum()) / present
+    weights[inside] = per_mc / area[ids[inside]]
+    return weights
 
 
 def cosine_lr(step: int, steps: int, warmup: int, peak: float) -> float:
@@ -215,6 +257,7 @@ def train_segmentor_steps(
     from .synth.config import SynthesisConfig
 
     train = train or TrainConfig()
+    train.validate()
     synth = synth or SynthesisConfig()
     out = Path(out)
     ckpt_path = out.with_name(out.name + ".ckpt.safetensors")
@@ -272,6 +315,9 @@ def train_segmentor_steps(
             masks = np.concatenate([masks, np.zeros_like(hn, dtype=masks.dtype)])
         x = torch.from_numpy(np.ascontiguousarray(images))[:, None].to(device).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy((masks > 0).astype(np.float32))[:, None].to(device)
+        w = None
+        if train.mc_weighting != "pixel":
+            w = torch.from_numpy(mc_pixel_weights(masks, train.pos_weight, train.mc_weighting))[:, None].to(device)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
         model.train()
@@ -280,7 +326,7 @@ def train_segmentor_steps(
                 logits = model(x)
         else:
             logits = model(x)
-        loss = segmentation_loss(logits, y, train.pos_weight, train.dice_weight)
+        loss = segmentation_loss(logits, y, train.pos_weight, train.dice_weight, w)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
