@@ -27,6 +27,7 @@ from mcgenref_core.samples import sample_path
 from mcgenref_core.train_flow import (
     FlowTrainConfig,
     cosine_lr,
+    false_seed_points,
     flow_batch,
     seed_batch,
     train_flow_steps,
@@ -156,6 +157,28 @@ def test_flow_batch_drops_seeds_and_is_reproducible():
     assert cosine_lr(0, 100, 10, 1.0) == pytest.approx(0.1) and cosine_lr(100, 100, 10, 1.0) == pytest.approx(0.0)
 
 
+def test_false_seeds_sit_on_texture_bumps_away_from_mcs_and_are_reproducible():
+    image = np.full((48, 48), 0.5, np.float32)
+    bumps = [(10, 10), (10, 36), (36, 10), (36, 36), (24, 24)]
+    for r, c in bumps:
+        image[r, c] += 0.2
+    mask = np.zeros((48, 48), np.uint16)
+    mask[23:26, 23:26] = 1  # an MC on the middle bump: never a false seed there
+    points = false_seed_points(image, mask, np.random.default_rng(1), 6)
+    assert sorted(map(tuple, points.tolist())) == sorted(bumps[:4])
+    assert false_seed_points(image, mask, np.random.default_rng(1), 0).shape == (0, 2)
+    masks = np.stack([mask] * 6)
+    images = np.stack([image] * 6)
+    plain = seed_batch(masks, 1.0)
+    with_false = seed_batch(masks, 1.0, images, np.random.default_rng(7), 2.0)
+    again = seed_batch(masks, 1.0, images, np.random.default_rng(7), 2.0)
+    assert np.array_equal(with_false, again)
+    # the MC's own dot is unchanged; every extra dot peaks at 1 on one of the bumps
+    assert np.allclose(with_false[:, 24, 24], plain[:, 24, 24])
+    extra = (with_false - plain) > 0.99
+    assert extra.sum() > 0 and all(tuple(p) in bumps[:4] for p in np.argwhere(extra)[:, 1:].tolist())
+
+
 @pytest.fixture
 def val_background(tmp_path, monkeypatch):
     """A second normal background (mdb008 mirrored), so train and validation files differ."""
@@ -184,7 +207,7 @@ def _run(gen, stop_after_step: int | None = None):
 
 
 def test_train_flow_writes_flow_weights_and_resumes_bit_for_bit(tmp_path, val_background):
-    cfg = FlowTrainConfig(crop_px=32, steps=4, batch_size=4, base_channels=4, depth=2, time_dim=8,
+    cfg = FlowTrainConfig(crop_px=32, steps=4, batch_size=4, base_channels=4, depth=2, time_dim=8, false_seeds=1.0,
                           val_every=2, val_pairs=4, checkpoint_every=2, device="cpu", precision="fp32", warmup_steps=1)
     kwargs = {"train": cfg, "backgrounds": [str(sample_path("mdb008"))], "val_backgrounds": [str(val_background)], "pixel_size_mm": 0.2, "command": "test"}
     events, out = _run(train_flow_steps(tmp_path / "a.safetensors", **kwargs))
@@ -192,6 +215,7 @@ def test_train_flow_writes_flow_weights_and_resumes_bit_for_bit(tmp_path, val_ba
     assert [e.step for e in events if e.kind == "step"] == [1, 2, 3, 4]
     vals = [e.values for e in events if e.kind == "val"]
     assert len(vals) == 2 and all(np.isfinite(v["val_loss"]) and "val_loss_mc_null" in v for v in vals)
+    assert all(np.isfinite(v["val_loss_false"]) and np.isfinite(v["val_loss_false_clean"]) for v in vals)
     weights = load_weights(out)
     meta = weights.metadata
     assert meta["kind"] == "flow" and meta["architecture"]["name"] == "FlowUNet"

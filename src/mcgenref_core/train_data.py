@@ -71,7 +71,8 @@ class FlowBatches:
 
         rng = batch_rng(self.train.seed, step)
         images, masks = self.generator.batch(self.train.batch_size, rng)
-        return flow_batch(images, seed_batch(masks, self.train.seed_sigma_px), rng, self.train)
+        seeds = seed_batch(masks, self.train.seed_sigma_px, images, rng, self.train.false_seeds)
+        return flow_batch(images, seeds, rng, self.train)
 
 
 def iterate_batches(make: Callable[[int], Any], first: int, last: int, workers: int = 0, prefetch: int = 4) -> Iterator[Any]:

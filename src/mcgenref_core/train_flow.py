@@ -54,6 +54,7 @@ class FlowTrainConfig(StepConfig):
     data_scale: float = field(default=5.0, metadata={"help": "flow units = (normalised intensity - crop mean) x this"})
     seed_dropout: float = field(default=0.15, metadata={"help": "share of crops whose seed is dropped (classifier-free guidance)"})
     seed_sigma_px: float = field(default=1.0, metadata={"help": "sigma (px) of the Gaussian dot drawn at each MC centre in the seed map"})
+    false_seeds: float = field(default=0.0, metadata={"help": "mean number (Poisson) of extra seed dots per crop on bright texture bumps with no MC: the generator learns that a seed without an MC under it renders nothing"})
     t_sampling: str = field(default="logit_normal", metadata={"help": "training times: logit_normal or uniform"})
     t_logit_mean: float = field(default=0.0, metadata={"help": "mean of the logit-normal time distribution"})
     t_logit_std: float = field(default=1.0, metadata={"help": "std of the logit-normal time distribution"})
@@ -80,6 +81,8 @@ class FlowTrainConfig(StepConfig):
             raise InputError("--seed-dropout", "must be in [0, 1)")
         if self.t_sampling not in ("logit_normal", "uniform"):
             raise InputError("--t-sampling", f"must be logit_normal or uniform, got {self.t_sampling!r}")
+        if self.false_seeds < 0:
+            raise InputError("--false-seeds", "must not be negative")
         if self.lr <= 0 or self.data_scale <= 0 or self.seed_sigma_px < 0 or self.lowpass_sigma_px < 0:
             raise InputError("--lr", "lr and data_scale must be positive, sigmas not negative")
 
@@ -103,11 +106,52 @@ class FlowTrainConfig(StepConfig):
         return {"name": "FlowUNet", "kwargs": {"in_channels": self.in_channels, "base_channels": self.base_channels, "depth": self.depth, "time_dim": self.time_dim}}
 
 
-def seed_batch(masks: np.ndarray, sigma_px: float) -> np.ndarray:
-    """Seed maps (N, P, P) float32 in [0, 1] of instance masks (N, P, P) (a dot per MC)."""
+def seed_batch(masks: np.ndarray, sigma_px: float, images: np.ndarray | None = None, rng: np.random.Generator | None = None,
+               false_seeds: float = 0.0) -> np.ndarray:
+    """Seed maps (N, P, P) float32 in [0, 1] of instance masks (N, P, P) (a dot per MC).
+
+    With ``false_seeds`` > 0 (and ``images`` (N, P, P), ``rng``), each crop also gets a
+    Poisson(``false_seeds``) number of dots on texture bumps with no MC under them
+    (:func:`false_seed_points`), drawn exactly like MC dots.
+    """
     from .synth.generator import seed_map
 
-    return np.stack([seed_map(m, sigma_px) for m in masks]).astype(np.float32)
+    seeds = []
+    for i, mask in enumerate(masks):
+        if false_seeds > 0:
+            points = false_seed_points(images[i], mask, rng, int(rng.poisson(false_seeds)))
+            if len(points):
+                mask = mask.astype(np.int64, copy=True)
+                mask[points[:, 0], points[:, 1]] = int(mask.max()) + 1 + np.arange(len(points))
+        seeds.append(seed_map(mask, sigma_px))
+    return np.stack(seeds).astype(np.float32)
+
+
+def false_seed_points(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, count: int,
+                      clearance_px: int = 3, pool: int = 4) -> np.ndarray:
+    """``count`` points (k, 2) int64 (row, col; k ≤ count) on bright texture bumps of ``image``.
+
+    ``image`` (P, P) float normalised, ``mask`` (P, P) instance ids. Candidates are local maxima
+    (5×5) of the image minus its 7×7 mean, at least ``clearance_px`` from any MC pixel and from
+    the border, i.e. the places a segmentor's false peaks sit; the points are drawn without
+    replacement from the ``pool × count`` (at least 8) strongest candidates.
+    """
+    from scipy import ndimage as ndi
+
+    if count <= 0:
+        return np.zeros((0, 2), np.int64)
+    image = np.asarray(image, np.float32)
+    bump = image - ndi.uniform_filter(image, 7)
+    allowed = ~ndi.binary_dilation(np.asarray(mask) > 0, iterations=clearance_px)
+    allowed[:clearance_px] = allowed[-clearance_px:] = False
+    allowed[:, :clearance_px] = allowed[:, -clearance_px:] = False
+    peaks = allowed & (bump == ndi.maximum_filter(bump, 5)) & (bump > 0)
+    rows, cols = np.nonzero(peaks)
+    if rows.size == 0:
+        return np.zeros((0, 2), np.int64)
+    strongest = np.argsort(bump[rows, cols])[::-1][: max(8, pool * count)]
+    pick = rng.choice(strongest, size=min(count, strongest.size), replace=False)
+    return np.stack([rows[pick], cols[pick]], axis=1).astype(np.int64)
 
 
 def flow_batch(images: np.ndarray, seeds: np.ndarray, rng: np.random.Generator, cfg: FlowTrainConfig, drop: np.ndarray | None = None):
@@ -205,6 +249,10 @@ def train_flow_steps(
     val_batch = flow_batch(val_images, val_seeds, val_rng, train, drop=np.zeros(train.val_pairs, bool))
     val_batch = (*val_batch[:4], torch.linspace(0.05, 0.95, train.val_pairs))  # fixed times
     near_mc = torch.from_numpy(_near(val_masks > 0, 2))[:, None]
+    # the same pairs with extra seed dots on MC-free texture (fixed draw): does a wrong seed fade?
+    false_rng = np.random.default_rng(20_000 + train.seed)
+    val_false_seeds = torch.from_numpy(seed_batch(val_masks, train.seed_sigma_px, val_images, false_rng, max(train.false_seeds, 2.0)))[:, None]
+    near_false = torch.from_numpy(_near((val_false_seeds[:, 0] - val_batch[1][:, 0]).numpy() > 0.5, 2))[:, None]
 
     torch.manual_seed(train.seed)
     model = FlowUNet(**train.architecture()["kwargs"]).to(device).to(memory_format=torch.channels_last)
@@ -241,7 +289,7 @@ def train_flow_steps(
         yield TrainEvent("step", step, train.steps, values)
 
         if step % train.val_every == 0 or step == train.steps:
-            last_val = validate_flow(model, val_batch, near_mc, device, amp)
+            last_val = validate_flow(model, val_batch, near_mc, device, amp, (val_false_seeds, near_false))
             last_val["elapsed_s"] = round(elapsed_before + time.time() - started, 1)
             _append_log(log_path, {"kind": "val", "step": step, **last_val})
             yield TrainEvent("val", step, train.steps, last_val)
@@ -283,12 +331,15 @@ def train_flow(*args, **kwargs) -> Path:
     return run_to_end(train_flow_steps(*args, **kwargs))
 
 
-def validate_flow(model, val_batch, near_mc, device: str, amp) -> dict[str, float]:
+def validate_flow(model, val_batch, near_mc, device: str, amp, false_seeds=None) -> dict[str, float]:
     """RF loss on the fixed validation batch ``(x, seed, context, eps, t)`` (CPU tensors).
 
     Returns ``val_loss`` (all pixels, seeded), ``val_loss_mc`` (pixels where ``near_mc``
     (N, 1, P, P) bool, seeded) and ``val_loss_mc_null`` (same pixels, seed dropped): the gap
-    between the last two is what the seed tells the generator.
+    between the last two is what the seed tells the generator. With ``false_seeds`` =
+    ``(seed_with_false_dots, near_false)`` (both (N, 1, P, P)) also ``val_loss_false`` and
+    ``val_loss_false_clean``: the loss around dots placed on MC-free texture, with those dots
+    and without them; a generator that draws a speck at every seed makes the first larger.
     """
     import torch
 
@@ -301,11 +352,19 @@ def validate_flow(model, val_batch, near_mc, device: str, amp) -> dict[str, floa
         loss, err = rf_loss(model, x, seed, context, eps, t, amp)
         _, err_null = rf_loss(model, x, torch.full_like(seed, NULL_SEED), context, eps, t, amp)
     n = max(int(near.sum()), 1)
-    return {
+    scores = {
         "val_loss": round(float(loss), 5),
         "val_loss_mc": round(float(err[near].sum()) / n, 5),
         "val_loss_mc_null": round(float(err_null[near].sum()) / n, 5),
     }
+    if false_seeds is not None:
+        seed_false, near_false = (v.to(device) for v in false_seeds)
+        with torch.inference_mode():
+            _, err_false = rf_loss(model, x, seed_false, context, eps, t, amp)
+        m = max(int(near_false.sum()), 1)
+        scores["val_loss_false"] = round(float(err_false[near_false].sum()) / m, 5)
+        scores["val_loss_false_clean"] = round(float(err[near_false].sum()) / m, 5)
+    return scores
 
 
 def _near(mask: np.ndarray, radius: int) -> np.ndarray:
