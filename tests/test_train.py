@@ -14,6 +14,7 @@ from mcgenref_core.models.weights import load_weights
 from mcgenref_core.synth import SynthesisConfig
 from mcgenref_core.train import (
     TrainConfig,
+    initialise_from,
     mc_pixel_weights,
     segmentation_loss,
     train_segmentor,
@@ -67,6 +68,24 @@ def test_instance_weighting_gives_every_mc_the_same_total_weight():
     a = segmentation_loss(logits, target, 3.0, 1.0)
     b = segmentation_loss(logits, target, 3.0, 1.0, torch.from_numpy(pixel)[:, None])
     assert torch.allclose(a, b)
+
+
+def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_architecture():
+    from mcgenref_core.models.unet import UNet
+
+    model = UNet(1, 1, 16, 4)
+    record = initialise_from(model, "film-0.2mm", "segmentor", 0.2)
+    bundled = load_weights(Path(FLOW_WEIGHTS).with_name("film-0.2mm.safetensors"))
+    for key, value in bundled.state_dict.items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert record["init_weights"]["name"] == "film-0.2mm" and record["init_weights"]["sha256"] == bundled.sha256
+    assert initialise_from(model, None, "segmentor", 0.2) == {}
+    with pytest.raises(InputError, match="another architecture"):
+        initialise_from(UNet(1, 1, 8, 4), "film-0.2mm", "segmentor", 0.2)
+    with pytest.raises(InputError, match="works at 0.2 mm"):
+        initialise_from(UNet(1, 1, 16, 4), "film-0.2mm", "segmentor", 0.07)
+    with pytest.raises(InputError, match="needs segmentor weights"):
+        initialise_from(model, str(FLOW_WEIGHTS), "segmentor", 0.2)
 
 
 @needs_shared_data

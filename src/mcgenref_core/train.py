@@ -56,6 +56,7 @@ class TrainConfig(StepConfig):
     augment_gamma: tuple[float, float] = field(default=(0.75, 1.33), metadata={"help": "range of a random gamma applied to whole training patches (texture/contrast robustness)"})
     augment_contrast: tuple[float, float] = field(default=(0.7, 1.4), metadata={"help": "range of a random contrast scale about the patch median"})
     augment_noise: tuple[float, float] = field(default=(0.0, 0.02), metadata={"help": "range of the sigma of extra white noise (normalised units)"})
+    init_weights: str | None = field(default=None, metadata={"help": "start from these segmentor weights (file or bundled name; same architecture) instead of a random initialisation: fine-tuning"})
     val_every: int = field(default=250, metadata={"help": "validate every N steps"})
     val_patches: int = field(default=96, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
@@ -282,7 +283,9 @@ def train_segmentor_steps(
     val_images, val_masks = gen_val.batch(train.val_patches, val_rng)
 
     torch.manual_seed(train.seed)
-    model = UNet(1, 1, train.base_channels, train.depth).to(device).to(memory_format=torch.channels_last)
+    model = UNet(1, 1, train.base_channels, train.depth)
+    init = initialise_from(model, train.init_weights, "segmentor", train.pixel_size_mm)
+    model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)
     step = 0
@@ -363,6 +366,7 @@ def train_segmentor_steps(
             "hardware": _hardware(device),
             "train_seconds": round(elapsed_before + time.time() - started, 1),
             "final_validation": best_val,
+            **init,
         },
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
@@ -393,6 +397,32 @@ def train_segmentor(*args, **kwargs) -> Path:
     from .steps import run_to_end
 
     return run_to_end(train_segmentor_steps(*args, **kwargs))
+
+
+def initialise_from(model, spec: str | None, kind: str, pixel_size_mm: float) -> dict[str, Any]:
+    """Load the tensors of the ``kind`` weights ``spec`` (file or bundled name) into ``model``.
+
+    For fine-tuning: the weights must have been saved from the same architecture (same
+    parameter names and shapes) at the same working pixel size, else an ``InputError`` names
+    the file. ``spec`` None leaves the model as initialised. Returns the metadata entry
+    recording the start (``{"init_weights": {"name", "sha256", "tensors_sha256"}}``, or ``{}``).
+    """
+    if not spec:
+        return {}
+    from .models.weights import resolve_weights
+
+    weights = resolve_weights(spec, kind, pixel_size_mm)
+    where = weights.path
+    if weights.kind != kind:
+        raise InputError(where, f"is {weights.kind} weights; --init-weights needs {kind} weights")
+    if abs(float(weights.working_pixel_size_mm) - pixel_size_mm) > 1e-9:
+        raise InputError(where, f"works at {weights.working_pixel_size_mm} mm, training at {pixel_size_mm} mm")
+    own = model.state_dict()
+    theirs = weights.state_dict
+    if set(own) != set(theirs) or any(tuple(own[k].shape) != tuple(theirs[k].shape) for k in own):
+        raise InputError(where, f"has another architecture ({weights.metadata.get('architecture')}); set the same widths and depth to fine-tune it")
+    model.load_state_dict(theirs)
+    return {"init_weights": {"name": weights.name or Path(where).name, "sha256": weights.sha256, "tensors_sha256": weights.tensors_sha256}}
 
 
 def _predict_prob(model, images: np.ndarray, device: str, amp, batch: int = 32) -> np.ndarray:

@@ -32,6 +32,7 @@ from .train import (
     _save_checkpoint,
     build_generator,
     cosine_lr,
+    initialise_from,
 )
 
 
@@ -58,6 +59,7 @@ class FlowTrainConfig(StepConfig):
     t_sampling: str = field(default="logit_normal", metadata={"help": "training times: logit_normal or uniform"})
     t_logit_mean: float = field(default=0.0, metadata={"help": "mean of the logit-normal time distribution"})
     t_logit_std: float = field(default=1.0, metadata={"help": "std of the logit-normal time distribution"})
+    init_weights: str | None = field(default=None, metadata={"help": "start from these flow weights (file or bundled name; same architecture) instead of a random initialisation: fine-tuning"})
     val_every: int = field(default=250, metadata={"help": "validate every N steps"})
     val_pairs: int = field(default=64, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
@@ -255,7 +257,9 @@ def train_flow_steps(
     near_false = torch.from_numpy(_near((val_false_seeds[:, 0] - val_batch[1][:, 0]).numpy() > 0.5, 2))[:, None]
 
     torch.manual_seed(train.seed)
-    model = FlowUNet(**train.architecture()["kwargs"]).to(device).to(memory_format=torch.channels_last)
+    model = FlowUNet(**train.architecture()["kwargs"])
+    init = initialise_from(model, train.init_weights, "flow", train.pixel_size_mm)
+    model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)
     step = 0
@@ -317,6 +321,7 @@ def train_flow_steps(
             "hardware": _hardware(device),
             "train_seconds": round(elapsed_before + time.time() - started, 1),
             "final_validation": last_val,
+            **init,
         },
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
