@@ -62,7 +62,16 @@ def test_patches_lie_inside_the_breast_and_are_augmented(normal_path):
         k, flip = p.transform
         raw = np.rot90(raw[:, ::-1] if flip else raw, k)
         np.testing.assert_allclose(p.image, raw * np.float32(p.gain) + np.float32(p.shift), rtol=1e-6, atol=1e-6)
+        # the noise map is the stored tile sigma of each pixel, turned and scaled alike
+        rows, cols = np.mgrid[r : r + 96, c : c + 96] // 16
+        sigma = np.rot90(bg.noise[rows, cols][:, ::-1] if flip else bg.noise[rows, cols], k)
+        np.testing.assert_allclose(p.noise, sigma * np.float32(p.gain), rtol=1e-6)
     assert len(turns) >= 6  # flips and quarter turns all occur
+    # float16 storage is cut by numpy, float32 by the compiled kernel: the same patches
+    a = s.sample_patches(np.random.default_rng(4), 24, 64)
+    b = BackgroundSampler([normal_path], 0.2, cache_dir=None, storage="float16").sample_patches(np.random.default_rng(4), 24, 64)
+    for u, v in zip(a, b):
+        assert np.array_equal(u.image, v.image) and np.array_equal(u.noise, v.noise) and np.array_equal(u.breast, v.breast)
     plain = s.sample(np.random.default_rng(1), 64)
     assert plain.shape == (64, 64) and plain.dtype == np.float32
 
