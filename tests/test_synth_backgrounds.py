@@ -67,7 +67,7 @@ def test_patches_lie_inside_the_breast_and_are_augmented(normal_path):
         sigma = np.rot90(bg.noise[rows, cols][:, ::-1] if flip else bg.noise[rows, cols], k)
         np.testing.assert_allclose(p.noise, sigma * np.float32(p.gain), rtol=1e-6)
     assert len(turns) >= 6  # flips and quarter turns all occur
-    # float16 storage is cut by numpy, float32 by the compiled kernel: the same patches
+    # float16 storage and the float32 copy in memory hold the same values: the same patches
     a = s.sample_patches(np.random.default_rng(4), 24, 64)
     b = BackgroundSampler([normal_path], 0.2, cache_dir=None, storage="float16").sample_patches(np.random.default_rng(4), 24, 64)
     for u, v in zip(a, b):

@@ -30,6 +30,8 @@ from .errors import InputError
 
 #: working pixel size by regime (METHOD.md section 0): film at 0.2 mm, digital at 0.07 mm
 REGIME_PIXEL_SIZE_MM = {"film": 0.2, "digital": 0.07}
+#: how MC pixels share the BCE weight (see :func:`mc_pixel_weights`)
+MC_WEIGHTINGS = ("pixel", "instance")
 
 
 @dataclass
@@ -71,8 +73,7 @@ class TrainConfig(StepConfig):
     def validate(self) -> None:
         if self.regime not in REGIME_PIXEL_SIZE_MM:
             raise InputError("--regime", f"regime must be film or digital, got {self.regime!r}")
-        if self.mc_weighting not in ("pixel", "instance"):
-            raise InputError("--mc-weighting", f"must be pixel or instance, got {self.mc_weighting!r}")
+        _check_mc_weighting(self.mc_weighting)
 
     @property
     def calibration_limits(self) -> dict[str, float]:
@@ -135,8 +136,7 @@ def mc_pixel_weights(masks: np.ndarray, pos_weight: float, weighting: str = "pix
     2-pixel speck pulls on the loss as hard as a 100-pixel coarse MC. MC-level sensitivity
     counts MCs, not pixels; pixel weighting lets the few large MCs dominate.
     """
-    if weighting not in ("pixel", "instance"):
-        raise InputError("--mc-weighting", f"must be pixel or instance, got {weighting!r}")
+    _check_mc_weighting(weighting)
     masks = np.asarray(masks)
     weights = np.ones(masks.shape, np.float32)
     inside = masks > 0
@@ -154,6 +154,11 @@ def mc_pixel_weights(masks: np.ndarray, pos_weight: float, weighting: str = "pix
     per_mc = pos_weight * float(inside.sum()) / present
     weights[inside] = per_mc / area[ids[inside]]
     return weights
+
+
+def _check_mc_weighting(weighting: str) -> None:
+    if weighting not in MC_WEIGHTINGS:
+        raise InputError("--mc-weighting", f"must be {' or '.join(MC_WEIGHTINGS)}, got {weighting!r}")
 
 
 def cosine_lr(step: int, steps: int, warmup: int, peak: float) -> float:
