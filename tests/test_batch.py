@@ -218,11 +218,19 @@ def _records(out: Path) -> set[str]:
     return {p.name[: -len(".json")] for p in out.glob("*.json")} - {"batch"}
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default action, so Python installs its
+    KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt(cohort: Path, out: Path, after: int, sig: int) -> tuple[int, str]:
     """Start a run, wait until ``after`` records exist, stop it with ``sig``; return its exit
     status and stderr once every process of the run is gone."""
+    # a job started in the background by a non-interactive shell (`cmd &`, as under nohup) ignores
+    # SIGINT, and children inherit that: give the run the disposition a terminal's Ctrl-C meets
     proc = subprocess.Popen(batch_cmd(cohort, out, "--workers", "2"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while len(_records(out)) < after and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
