@@ -555,6 +555,9 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("")
         add(f"TT-GPR changes MC recall by {gain:+.3f} with {fp_ratio:.2f}× the false positives per cm² of the base segmentor "
             f"(target: +0.05 at no more than 1.10×: {verdict}).")
+        add("")
+        add("How much the surrogate can tell real MCs from false candidates, and the best any threshold gives at 1.1× the base's")
+        add("false positives: `docs/tt-gpr.md` (Surrogate evidence at candidates; `python benchmarks/surrogate_evidence.py`).")
     if "mias" in t:
         add("")
         add("### mini-MIAS development split")
