@@ -26,9 +26,11 @@ from mcgenref_core.models.weights import load_weights, save_weights
 from mcgenref_core.samples import sample_path
 from mcgenref_core.train_flow import (
     FlowTrainConfig,
+    SegmentorPeaks,
     cosine_lr,
     false_seed_points,
     flow_batch,
+    peak_false_points,
     seed_batch,
     train_flow_steps,
 )
@@ -179,6 +181,44 @@ def test_false_seeds_sit_on_texture_bumps_away_from_mcs_and_are_reproducible():
     assert extra.sum() > 0 and all(tuple(p) in bumps[:4] for p in np.argwhere(extra)[:, 1:].tolist())
 
 
+def test_false_seeds_from_a_segmentor_sit_on_its_peaks_and_never_on_an_mc():
+    from mcgenref_core.errors import InputError
+    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+
+    # real tissue (mdb008 at 0.2 mm) with bright synthetic clusters: the bundled segmentor peaks on them
+    sampler = BackgroundSampler([sample_path("mdb008")], 0.2, cache_dir=None)
+    gen = SyntheticPairGenerator(SynthesisConfig(patch_px=64, negative_fraction=0.0, contrast_snr=(20.0, 40.0)), sampler)
+    images, masks = gen.batch(8, np.random.default_rng(3))
+    finder = SegmentorPeaks(None, 0.2, threshold=0.1)
+    peaks = finder(images)
+    assert len(peaks) == 8 and all(p.ndim == 2 and p.shape[1] == 2 and p.dtype == np.int64 for p in peaks)
+    on_mc = [bool(len(p)) and bool((masks[i][p[:, 0], p[:, 1]] > 0).any()) for i, p in enumerate(peaks)]
+    assert sum(on_mc) >= 4  # it finds the bright MCs ...
+    rng = np.random.default_rng(0)
+    for p, mask in zip(peaks, masks):
+        false = peak_false_points(p, mask, rng, 50)
+        # ... and only peaks at least 3 px from every MC pixel become false seeds
+        assert set(map(tuple, false.tolist())) <= set(map(tuple, p.tolist()))
+        for r, c in false:
+            assert not (mask[max(r - 3, 0) : r + 4, max(c - 3, 0) : c + 4] > 0).any()
+    assert peak_false_points(peaks[0], masks[0], rng, 0).shape == (0, 2)
+    # picklable for synthesis workers, same peaks after the round trip (fp32, one thread)
+    import pickle
+
+    again = pickle.loads(pickle.dumps(finder))(images)
+    assert all(np.array_equal(a, b) for a, b in zip(peaks, again))
+    # the seed maps: MC dots unchanged, extra dots only on the segmentor's MC-free peaks
+    plain = seed_batch(masks, 1.0)
+    seeded = seed_batch(masks, 1.0, images, np.random.default_rng(7), 3.0, peaks)
+    extra = (seeded - plain) > 0.99
+    for i, r, c in np.argwhere(extra):
+        assert (r, c) in set(map(tuple, peaks[i].tolist())) and masks[i][r, c] == 0
+    with pytest.raises(InputError, match="0.07 mm"):
+        SegmentorPeaks("film-0.2mm", 0.07).load()
+    with pytest.raises(InputError, match="false-seed-source"):
+        FlowTrainConfig(false_seed_source="bumps").validate()
+
+
 @pytest.fixture
 def val_background(tmp_path, monkeypatch):
     """A second normal background (mdb008 mirrored), so train and validation files differ."""
@@ -236,3 +276,21 @@ def test_train_flow_writes_flow_weights_and_resumes_bit_for_bit(tmp_path, val_ba
     resumed = load_weights(tmp_path / "b.safetensors")
     for key, value in weights.state_dict.items():
         assert torch.equal(value, resumed.state_dict[key]), key
+
+
+def test_train_flow_with_false_seeds_from_the_segmentor(tmp_path, val_background):
+    cfg = FlowTrainConfig(crop_px=32, steps=2, batch_size=4, base_channels=4, depth=2, time_dim=8, false_seeds=2.0,
+                          false_seed_source="segmentor", val_every=2, val_pairs=4, checkpoint_every=2, device="cpu",
+                          precision="fp32", warmup_steps=1)
+    kwargs = {"backgrounds": [str(sample_path("mdb008"))], "val_backgrounds": [str(val_background)], "pixel_size_mm": 0.2, "command": "test"}
+    events, out = _run(train_flow_steps(tmp_path / "s.safetensors", train=cfg, **kwargs))
+    val = [e.values for e in events if e.kind == "val"][-1]
+    assert np.isfinite(val["val_loss_false"]) and np.isfinite(val["val_loss_false_clean"])
+    weights = load_weights(out)
+    config = weights.metadata["training"]["config"]
+    assert config["false_seed_source"] == "segmentor" and config["false_seed_threshold"] == 0.1
+    # the segmentor runs in the synthesis workers too, with the same result
+    _, out_w = _run(train_flow_steps(tmp_path / "w.safetensors", train=dataclasses.replace(cfg, workers=2), **kwargs))
+    with_workers = load_weights(out_w)
+    for key, value in weights.state_dict.items():
+        assert torch.equal(value, with_workers.state_dict[key]), key

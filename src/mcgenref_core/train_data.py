@@ -65,13 +65,15 @@ class FlowBatches:
 
     generator: Any  # SyntheticPairGenerator
     train: Any  # FlowTrainConfig
+    peaks: Any = None  # train_flow.SegmentorPeaks: false seeds on a segmentor's peaks
 
     def __call__(self, step: int):
         from .train_flow import flow_batch, seed_batch
 
         rng = batch_rng(self.train.seed, step)
         images, masks = self.generator.batch(self.train.batch_size, rng)
-        seeds = seed_batch(masks, self.train.seed_sigma_px, images, rng, self.train.false_seeds)
+        peaks = self.peaks(images) if self.peaks is not None and self.train.false_seeds > 0 else None
+        seeds = seed_batch(masks, self.train.seed_sigma_px, images, rng, self.train.false_seeds, peaks)
         return flow_batch(images, seeds, rng, self.train)
 
 

@@ -35,6 +35,9 @@ from .train import (
     initialise_from,
 )
 
+#: where ``FlowTrainConfig.false_seeds`` are put
+FALSE_SEED_SOURCES = ("texture", "segmentor")
+
 
 @dataclass
 class FlowTrainConfig(StepConfig):
@@ -55,7 +58,10 @@ class FlowTrainConfig(StepConfig):
     data_scale: float = field(default=5.0, metadata={"help": "flow units = (normalised intensity - crop mean) x this"})
     seed_dropout: float = field(default=0.15, metadata={"help": "share of crops whose seed is dropped (classifier-free guidance)"})
     seed_sigma_px: float = field(default=1.0, metadata={"help": "sigma (px) of the Gaussian dot drawn at each MC centre in the seed map"})
-    false_seeds: float = field(default=0.0, metadata={"help": "mean number (Poisson) of extra seed dots per crop on bright texture bumps with no MC: the generator learns that a seed without an MC under it renders nothing"})
+    false_seeds: float = field(default=0.0, metadata={"help": "mean number (Poisson) of extra seed dots per crop with no MC under them: the generator learns that a seed without an MC under it renders nothing"})
+    false_seed_source: str = field(default="texture", metadata={"help": "where false seeds go: texture (bright texture bumps) or segmentor (the peaks a frozen segmentor finds on MC-free tissue, where TT-GPR seeds its false candidates)"})
+    false_seed_segmentor: str | None = field(default=None, metadata={"help": "segmentor weights (file or bundled name) whose false peaks are seeded with --false-seed-source segmentor; default: the bundled segmentor of the pixel size"})
+    false_seed_threshold: float = field(default=0.1, metadata={"help": "probability at which the segmentor's peaks count (TT-GPR's candidate threshold)"})
     t_sampling: str = field(default="logit_normal", metadata={"help": "training times: logit_normal or uniform"})
     t_logit_mean: float = field(default=0.0, metadata={"help": "mean of the logit-normal time distribution"})
     t_logit_std: float = field(default=1.0, metadata={"help": "std of the logit-normal time distribution"})
@@ -85,6 +91,10 @@ class FlowTrainConfig(StepConfig):
             raise InputError("--t-sampling", f"must be logit_normal or uniform, got {self.t_sampling!r}")
         if self.false_seeds < 0:
             raise InputError("--false-seeds", "must not be negative")
+        if self.false_seed_source not in FALSE_SEED_SOURCES:
+            raise InputError("--false-seed-source", f"must be one of {', '.join(FALSE_SEED_SOURCES)}, got {self.false_seed_source!r}")
+        if not 0 < self.false_seed_threshold < 1:
+            raise InputError("--false-seed-threshold", "must be a probability in (0, 1)")
         if self.lr <= 0 or self.data_scale <= 0 or self.seed_sigma_px < 0 or self.lowpass_sigma_px < 0:
             raise InputError("--lr", "lr and data_scale must be positive, sigmas not negative")
 
@@ -109,19 +119,25 @@ class FlowTrainConfig(StepConfig):
 
 
 def seed_batch(masks: np.ndarray, sigma_px: float, images: np.ndarray | None = None, rng: np.random.Generator | None = None,
-               false_seeds: float = 0.0) -> np.ndarray:
+               false_seeds: float = 0.0, peaks: list[np.ndarray] | None = None) -> np.ndarray:
     """Seed maps (N, P, P) float32 in [0, 1] of instance masks (N, P, P) (a dot per MC).
 
     With ``false_seeds`` > 0 (and ``images`` (N, P, P), ``rng``), each crop also gets a
-    Poisson(``false_seeds``) number of dots on texture bumps with no MC under them
-    (:func:`false_seed_points`), drawn exactly like MC dots.
+    Poisson(``false_seeds``) number of dots with no MC under them, drawn exactly like MC dots:
+    on texture bumps (:func:`false_seed_points`) or, given ``peaks`` (one (k, 2) int64 array of
+    a segmentor's peaks per crop, :class:`SegmentorPeaks`), on those of them away from every MC
+    (:func:`peak_false_points`).
     """
     from .synth.generator import seed_map
 
     seeds = []
     for i, mask in enumerate(masks):
         if false_seeds > 0:
-            points = false_seed_points(images[i], mask, rng, int(rng.poisson(false_seeds)))
+            count = int(rng.poisson(false_seeds))
+            if peaks is None:
+                points = false_seed_points(images[i], mask, rng, count)
+            else:
+                points = peak_false_points(peaks[i], mask, rng, count)
             if len(points):
                 mask = mask.astype(np.int64, copy=True)
                 mask[points[:, 0], points[:, 1]] = int(mask.max()) + 1 + np.arange(len(points))
@@ -154,6 +170,85 @@ def false_seed_points(image: np.ndarray, mask: np.ndarray, rng: np.random.Genera
     strongest = np.argsort(bump[rows, cols])[::-1][: max(8, pool * count)]
     pick = rng.choice(strongest, size=min(count, strongest.size), replace=False)
     return np.stack([rows[pick], cols[pick]], axis=1).astype(np.int64)
+
+
+def peak_false_points(peaks: np.ndarray, mask: np.ndarray, rng: np.random.Generator, count: int, clearance_px: int = 3) -> np.ndarray:
+    """Up to ``count`` of the points ``peaks`` (k, 2) int64 (row, col) that lie at least
+    ``clearance_px`` (square) from every MC pixel of ``mask`` (P, P), drawn uniformly without
+    replacement; (m, 2) int64, m ≤ count."""
+    from scipy import ndimage as ndi
+
+    peaks = np.asarray(peaks, np.int64).reshape(-1, 2)
+    if count <= 0 or not len(peaks):
+        return np.zeros((0, 2), np.int64)
+    near_mc = ndi.binary_dilation(np.asarray(mask) > 0, iterations=clearance_px, structure=np.ones((3, 3), bool))
+    free = peaks[~near_mc[peaks[:, 0], peaks[:, 1]]]
+    if not len(free):
+        return np.zeros((0, 2), np.int64)
+    pick = rng.choice(len(free), size=min(count, len(free)), replace=False)
+    return free[np.sort(pick)]
+
+
+@dataclass
+class SegmentorPeaks:
+    """The peaks a frozen segmentor finds on crops, as TT-GPR's first round finds candidates:
+    local maxima of its probability at or above ``threshold`` with non-maximum suppression at
+    ``nms_radius_mm`` (``refine_ops.find_peaks``). The network runs in fp32 on one CPU thread
+    (the same numbers in the training process and in synthesis workers); picklable, the model
+    is loaded on first use in each process.
+    """
+
+    weights: str | None
+    pixel_size_mm: float
+    threshold: float = 0.1
+    nms_radius_mm: float = 0.4
+
+    def __post_init__(self):
+        self._model = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_model"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._model = None
+
+    def load(self):
+        """The segmentor (``Weights``, ``torch.nn.Module``); refuses one of another pixel size."""
+        if self._model is None:
+            from .models.weights import resolve_weights
+
+            weights = resolve_weights(self.weights, "segmentor", self.pixel_size_mm)
+            if abs(float(weights.working_pixel_size_mm) - self.pixel_size_mm) > 1e-6:
+                raise InputError(weights.path, f"segmentor works at {weights.working_pixel_size_mm} mm, the flow trains at {self.pixel_size_mm} mm (--false-seed-segmentor)")
+            self._model = (weights, weights.build_model().eval())
+        return self._model
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        """One (k, 2) int64 array of peaks (row, col) per crop of ``images`` (N, P, P) float32."""
+        import torch
+        from scipy.special import expit
+
+        from .refine_ops import find_peaks
+
+        _, model = self.load()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                logits = model(torch.from_numpy(np.ascontiguousarray(images, np.float32))[:, None]).float()[:, 0].numpy()
+        finally:
+            torch.set_num_threads(threads)
+        region = np.ones(images.shape[1:], bool)
+        radius = self.nms_radius_mm / self.pixel_size_mm
+        return [find_peaks(expit(z), region, self.threshold, radius)[0] for z in logits]
+
+
+def false_seed_peaks(train: FlowTrainConfig) -> SegmentorPeaks | None:
+    """The :class:`SegmentorPeaks` of ``train`` when its false seeds come from a segmentor."""
+    if train.false_seed_source != "segmentor":
+        return None
+    return SegmentorPeaks(train.false_seed_segmentor, train.pixel_size_mm, train.false_seed_threshold)
 
 
 def flow_batch(images: np.ndarray, seeds: np.ndarray, rng: np.random.Generator, cfg: FlowTrainConfig, drop: np.ndarray | None = None):
@@ -253,7 +348,9 @@ def train_flow_steps(
     near_mc = torch.from_numpy(_near(val_masks > 0, 2))[:, None]
     # the same pairs with extra seed dots on MC-free texture (fixed draw): does a wrong seed fade?
     false_rng = np.random.default_rng(20_000 + train.seed)
-    val_false_seeds = torch.from_numpy(seed_batch(val_masks, train.seed_sigma_px, val_images, false_rng, max(train.false_seeds, 2.0)))[:, None]
+    peak_finder = false_seed_peaks(train)
+    val_peaks = None if peak_finder is None else peak_finder(val_images)
+    val_false_seeds = torch.from_numpy(seed_batch(val_masks, train.seed_sigma_px, val_images, false_rng, max(train.false_seeds, 2.0), val_peaks))[:, None]
     near_false = torch.from_numpy(_near((val_false_seeds[:, 0] - val_batch[1][:, 0]).numpy() > 0.5, 2))[:, None]
 
     torch.manual_seed(train.seed)
@@ -273,7 +370,7 @@ def train_flow_steps(
     from .train_data import FlowBatches, iterate_batches
 
     last_val: dict[str, float] = {}
-    batches = iterate_batches(FlowBatches(gen_train, train), step, train.steps, train.workers)
+    batches = iterate_batches(FlowBatches(gen_train, train, peak_finder), step, train.steps, train.workers)
     while step < train.steps:
         x, seed, context, eps, t = (None if v is None else v.to(device) for v in next(batches))
         lr = cosine_lr(step, train.steps, train.warmup_steps, train.lr)
