@@ -30,7 +30,7 @@ with at most 1.1x the base's false positives per cm² at its operating point, ag
 own recall there. The threshold is picked on the same pairs, so it is an upper bound of what a
 threshold choice can give.
 
-Run: ``python benchmarks/surrogate_evidence.py [--pairs 64] [--seed 11] [--film] [--json OUT]``
+Run: ``python benchmarks/surrogate_evidence.py [--pairs 64] [--seed 11] [--film] [--refine JSON] [--json OUT]``
 (about 5 minutes for 64 pairs on 2 CPU cores).
 """
 
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--seed", type=int, default=11, help="pair seed (the ablation uses 2024)")
     parser.add_argument("--flow-weights", help="flow generator weights (default: the bundled one)")
+    parser.add_argument("--refine", type=json.loads, default={}, metavar="JSON",
+                        help='RefineConfig overrides, e.g. \'{"guidance": 1.0}\'')
     parser.add_argument("--film", action="store_true", help="also in domain: pairs on the film validation normals")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
 
     seg = resolve_weights(None, "segmentor", 0.2)
     model = seg.build_model().eval()
-    config = RefineConfig(flow_weights=args.flow_weights)
+    config = RefineConfig(**{"flow_weights": args.flow_weights, **args.refine})
     flow = load_flow(config, 0.2, "cpu", None)
     tau = float(seg.metadata["operating_threshold"])
     operating_logit = math.log(tau / (1 - tau))
