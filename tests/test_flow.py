@@ -215,6 +215,8 @@ def test_false_seeds_from_a_segmentor_sit_on_its_peaks_and_never_on_an_mc():
         assert (r, c) in set(map(tuple, peaks[i].tolist())) and masks[i][r, c] == 0
     with pytest.raises(InputError, match="0.07 mm"):
         SegmentorPeaks("film-0.2mm", 0.07).load()
+    with pytest.raises(InputError, match="needs segmentor weights"):
+        SegmentorPeaks("flow-film-0.2mm", 0.2).load()
     with pytest.raises(InputError, match="false-seed-source"):
         FlowTrainConfig(false_seed_source="bumps").validate()
 

@@ -404,6 +404,20 @@ def train_segmentor(*args, **kwargs) -> Path:
     return run_to_end(train_segmentor_steps(*args, **kwargs))
 
 
+def load_matching_weights(spec: str | None, kind: str, pixel_size_mm: float, option: str):
+    """The ``kind`` weights ``spec`` (file or bundled name; None: the bundled default for the
+    pixel size), refused with an ``InputError`` naming the file when they are another kind or
+    work at another pixel size than ``pixel_size_mm`` (``option``: the flag that named them)."""
+    from .models.weights import resolve_weights
+
+    weights = resolve_weights(spec, kind, pixel_size_mm)
+    if weights.kind != kind:
+        raise InputError(weights.path, f"is {weights.kind} weights; {option} needs {kind} weights")
+    if abs(float(weights.working_pixel_size_mm) - pixel_size_mm) > 1e-9:
+        raise InputError(weights.path, f"works at {weights.working_pixel_size_mm} mm, training at {pixel_size_mm} mm ({option})")
+    return weights
+
+
 def initialise_from(model, spec: str | None, kind: str, pixel_size_mm: float) -> dict[str, Any]:
     """Load the tensors of the ``kind`` weights ``spec`` (file or bundled name) into ``model``.
 
@@ -414,14 +428,8 @@ def initialise_from(model, spec: str | None, kind: str, pixel_size_mm: float) ->
     """
     if not spec:
         return {}
-    from .models.weights import resolve_weights
-
-    weights = resolve_weights(spec, kind, pixel_size_mm)
+    weights = load_matching_weights(spec, kind, pixel_size_mm, "--init-weights")
     where = weights.path
-    if weights.kind != kind:
-        raise InputError(where, f"is {weights.kind} weights; --init-weights needs {kind} weights")
-    if abs(float(weights.working_pixel_size_mm) - pixel_size_mm) > 1e-9:
-        raise InputError(where, f"works at {weights.working_pixel_size_mm} mm, training at {pixel_size_mm} mm")
     own = model.state_dict()
     theirs = weights.state_dict
     if set(own) != set(theirs) or any(tuple(own[k].shape) != tuple(theirs[k].shape) for k in own):

@@ -33,6 +33,7 @@ from .train import (
     build_generator,
     cosine_lr,
     initialise_from,
+    load_matching_weights,
 )
 
 #: where ``FlowTrainConfig.false_seeds`` are put
@@ -214,14 +215,11 @@ class SegmentorPeaks:
         self._model = None
 
     def load(self):
-        """The segmentor (``Weights``, ``torch.nn.Module``); refuses one of another pixel size."""
+        """The segmentor network (``torch.nn.Module``, eval mode); refuses weights of another
+        kind or pixel size (:func:`~mcgenref_core.train.load_matching_weights`)."""
         if self._model is None:
-            from .models.weights import resolve_weights
-
-            weights = resolve_weights(self.weights, "segmentor", self.pixel_size_mm)
-            if abs(float(weights.working_pixel_size_mm) - self.pixel_size_mm) > 1e-6:
-                raise InputError(weights.path, f"segmentor works at {weights.working_pixel_size_mm} mm, the flow trains at {self.pixel_size_mm} mm (--false-seed-segmentor)")
-            self._model = (weights, weights.build_model().eval())
+            weights = load_matching_weights(self.weights, "segmentor", self.pixel_size_mm, "--false-seed-segmentor")
+            self._model = weights.build_model().eval()
         return self._model
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
@@ -231,7 +229,7 @@ class SegmentorPeaks:
 
         from .refine_ops import find_peaks
 
-        _, model = self.load()
+        model = self.load()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
