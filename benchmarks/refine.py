@@ -11,7 +11,7 @@ each, and prints:
 - crops refined over all rounds, and the share of the breast's 64² crop tiles they amount to;
 - MCs and clusters found before and after.
 
-Run: ``python benchmarks/refine.py [--flow-weights FLOW.safetensors] [--threads 2] [--json OUT]``
+Run: ``python benchmarks/refine.py [--flow-weights FLOW.safetensors] [--threads 2] [--refine JSON] [--json OUT]``
 (``--flow-weights`` defaults to the bundled flow generator; give a file while none is bundled).
 """
 
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
+    parser.add_argument("--refine", type=lambda v: v if v == "evidence" else json.loads(v), default={}, metavar="JSON",
+                        help='RefineConfig overrides, e.g. \'{"surrogate": "evidence"}\'; "evidence" alone: refine.EVIDENCE_SETTINGS')
     args = parser.parse_args(argv)
 
     import torch
@@ -83,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     inference = InferenceConfig(device=args.device)
-    refine = RefineConfig(flow_weights=args.flow_weights)
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+
+    overrides = EVIDENCE_SETTINGS if args.refine == "evidence" else args.refine
+    refine = RefineConfig(**{"flow_weights": args.flow_weights, **overrides})
     weights = resolve_weights(None, "segmentor", 0.2)
     paths = image_paths(args.data)
     measure(paths[0], weights, inference, refine)  # warm-up: imports, first graph, flow load

@@ -8,11 +8,13 @@
    (refined maps: at the threshold calibrated for them on the film validation normals, when the
    flow weights hold one; see ``mcgenref train calibrate FLOW``).
 2. **mini-MIAS dev split** (real film, cluster level): located circles found and false clusters
-   per validation normal, base against full TT-GPR (``--mias``; about 50 full-field images per
+   per validation normal, base against full TT-GPR with either surrogate (``--mias``; about 50 full-field images per
    variant).
 
 Run: ``python benchmarks/refine_ablation.py [--flow-weights FLOW.safetensors] [--pairs 16] [--mias]``;
-``--variants '{"w = 1": {"guidance": 1.0}}'`` scores other settings against the base instead.
+``--variants '{"w = 1": {"guidance": 1.0}}'`` scores other settings against the base instead. The default
+variants are TT-GPR with the segmentor's surrogate and with the generator's evidence
+(``refine.EVIDENCE_SETTINGS``), each with every regulariser removed in turn.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ VARIANTS = {
     "- proximity to z0": {"use_proximity": False},
     "- variance weighting": {"use_variance_weighting": False},
     "- low-confidence candidates": {"use_candidates": False},
+}
+#: surrogate 'evidence' (the generator's own evidence, ``refine.EVIDENCE_SETTINGS``) and its ablation
+EVIDENCE_VARIANTS = {
+    "TT-GPR, evidence surrogate": {},
+    "  - overlap consistency": {"use_overlap": False},
+    "  - edge-aware term": {"use_edge": False},
+    "  - proximity to z0": {"use_proximity": False},
+    "  - low-confidence candidates": {"use_candidates": False},
 }
 
 
@@ -86,7 +96,11 @@ def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, vari
     results = {}
     log(f"film -> digital: {pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC, film segmentor at p >= {threshold:.3f}")
     log(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
-    for name, overrides in (VARIANTS if variants is None else variants).items():
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+
+    if variants is None:
+        variants = {**VARIANTS, **{name: {**EVIDENCE_SETTINGS, **o} for name, o in EVIDENCE_VARIANTS.items()}}
+    for name, overrides in variants.items():
         start = time.perf_counter()
         read_at = threshold
         if overrides is None:
@@ -108,14 +122,15 @@ def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, vari
 def mias_ablation(data: Path, flow_weights: str | None = None, max_images: int | None = None, log=print) -> dict:
     """Base segmentor against TT-GPR on the mini-MIAS dev split (located circles found, false
     clusters and MCs on the validation normals); ``max_images`` limits both image sets."""
-    from mcgenref_core.refine import RefineConfig
+    from mcgenref_core.refine import EVIDENCE_SETTINGS, RefineConfig
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from segmentor_quality import mias_clusters
 
     log("mini-MIAS dev split (located circles, validation normals):")
     out = {}
-    for name, cfg in (("base segmentor", None), ("TT-GPR", RefineConfig(flow_weights=flow_weights))):
+    for name, cfg in (("base segmentor", None), ("TT-GPR", RefineConfig(flow_weights=flow_weights)),
+                      ("TT-GPR, evidence", RefineConfig(flow_weights=flow_weights, **EVIDENCE_SETTINGS))):
         m = mias_clusters(data, None, max_images=max_images, refine_config=cfg)
         out[name] = {k: m[k] for k in ("circles_found", "circles", "fp_clusters_per_val_normal", "fp_components_per_cm2_val_normals", "seconds")}
         log(f"  {name:16} {m['circles_found']}/{m['circles']} circles, {m['fp_clusters_per_val_normal']:.2f} FP clusters "

@@ -300,3 +300,66 @@ def test_tt_gpr_wins_back_mcs_the_base_segmentor_misses_across_sites():
     z0 = run_tiled(predict, flat, breast, tile=256, overlap=0.0)
     z, record = refine(z0, flat, breast, model, seg, RefineConfig(), "cpu")
     assert record["crops_refined"] == 0 and np.array_equal(z, z0)
+
+
+# --- surrogate 'evidence': the generator's own evidence at each candidate -------------------------
+
+def test_window_log_ratio_evidence_shifts_and_bumps():
+    from mcgenref_core.refine_ops import evidence_shifts, shift_crops, window_log_ratio
+
+    err_seeded = np.ones((16, 16), np.float32)
+    err_null = np.ones((16, 16), np.float32)
+    err_null[4:7, 4:7] = 3.0  # 9 of the 25 pixels of the window around (5, 5): mean (16 + 27) / 25
+    ratios = window_log_ratio(err_null, err_seeded, np.array([[5, 5], [12, 12], [0, 0]]), 5)
+    assert ratios[0] == pytest.approx(np.log(43 / 25)) and ratios[1] == pytest.approx(0.0)
+    assert ratios[2] == pytest.approx(0.0)  # the window is clipped at the crop's corner
+    shifts = evidence_shifts(np.array([0.1, -0.5, 0.3, np.nan]), 10.0)
+    assert shifts == pytest.approx([0.0, -6.0, 2.0, 0.0])  # centred on the median of the known ones
+    assert evidence_shifts(np.array([np.nan, np.nan]), 10.0).tolist() == [0.0, 0.0]
+    bumps = shift_crops(np.array([[10, 10], [40, 40]]), np.array([4.0, -2.0]), [(0, 0), (32, 32)], 32, 1.0)
+    assert bumps.shape == (2, 32, 32) and bumps.dtype == np.float32
+    assert bumps[0, 10, 10] == pytest.approx(4.0) and bumps[1, 8, 8] == pytest.approx(-2.0)
+    assert abs(bumps[0, 20, 20]) < 1e-6 and abs(bumps[1, 0, 0]) < 1e-3  # local: nothing far from a point
+
+
+def test_evidence_surrogate_changes_only_the_logits_and_leaves_a_blank_case(flow_weights, segmentor):
+    from mcgenref_core.refine import refined_threshold_key
+
+    image, breast, z0 = _case()
+    model, weights = segmentor
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = _cfg(flow_weights, surrogate="evidence", rounds=1, candidate_threshold=0.2)
+    z, record = _run(z0, image, breast, segmentor, cfg)
+    assert z.shape == z0.shape and z.dtype == np.float32 and not np.array_equal(z, z0)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    first = record["rounds"][0]
+    assert first["evidence_median_log_ratio"] is not None and first["evidence_lifted"] + first["evidence_lowered"] >= 1
+    assert record["settings"]["surrogate"] == "evidence"
+    assert record["output_threshold_source"] == "the segmentor's operating threshold"  # nothing calibrated for it
+    # the change stays near the candidates: far from every seed point the logits keep z0
+    points = np.array([p[:2] for p in first["seed_points"]])
+    far = np.ones(z0.shape, bool)
+    for r, c in points:
+        far[max(r - 12, 0) : r + 13, max(c - 12, 0) : c + 13] = False
+    assert np.abs(z - z0)[far].max() < 0.05
+    blank, _, _ = _case(peaks=())
+    flat = np.full(blank.shape, -8.0, np.float32)
+    z_blank, rec_blank = _run(flat, blank, breast, segmentor, cfg)
+    assert np.array_equal(z_blank, flat) and rec_blank["crops_refined"] == 0
+    # no noise (t0 = 0): every projection is the crop itself, no evidence either way, so the fit
+    # target is z0 itself and, without the smoothing terms, z0 is kept
+    z_still, _ = _run(z0, image, breast, segmentor, _cfg(flow_weights, surrogate="evidence", rounds=1, t0=0.0, candidate_threshold=0.2,
+                                                          use_edge=False, use_overlap=False))
+    assert np.abs(z_still - z0).max() < 1e-3
+    assert refined_threshold_key(Weights(path=Path("s"), state_dict={}, metadata={}, sha256="f"), cfg).endswith(":evidence")
+    assert cfg.passes_per_crop() == cfg.draws * cfg.euler_steps * 3  # guided seeded (2) + unseeded (1), no segmentor pass
+
+
+def test_evidence_settings_validate():
+    from mcgenref_core.errors import InputError
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+
+    RefineConfig(**EVIDENCE_SETTINGS).validate()
+    for bad in ({"surrogate": "oracle"}, {"evidence_window_px": 4}, {"evidence_sigma_mm": 0.0}, {"evidence_weight": -1.0}):
+        with pytest.raises(InputError):
+            RefineConfig(**bad).validate()

@@ -199,6 +199,13 @@ def test_calibrating_a_flow_sets_the_threshold_of_refined_maps(tmp_path, capsys)
     assert again.record["run"]["threshold_used"] == entry["threshold"]
     # a training background of the segmentor or the flow is no calibration set
     assert main(["train", "calibrate", str(flow_path), "--segmentor", str(seg_path), "--normals", str(MIAS_DIR / "mdb003.pgm"), "--device", "cpu"]) == 2
+    # --evidence: the refined maps of the evidence surrogate get their own entry, beside the first
+    assert main(["train", "calibrate", str(flow_path), "--segmentor", str(seg_path), "--normals", normal, "--device", "cpu", "--evidence"]) == 0
+    stored = load_weights(flow_path).metadata["refined_thresholds"]
+    assert stored[seg.tensors_sha256] == entry and stored[seg.tensors_sha256 + ":evidence"]["refine_settings"]["surrogate"] == "evidence"
+    evidence = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine.replace(surrogate="evidence"))
+    assert evidence.record["run"]["threshold_used"] == stored[seg.tensors_sha256 + ":evidence"]["threshold"]
+    assert main(["train", "calibrate", str(seg_path), "--normals", normal, "--device", "cpu", "--evidence"]) == 2  # a segmentor: refused
 
 
 @needs_shared_data

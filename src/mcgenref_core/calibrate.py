@@ -168,7 +168,8 @@ def calibrate_refined_threshold_steps(
     holds the false positives to ``limits``. Segments each held-out normal with TT-GPR
     (``refine_config``, default ``RefineConfig()``, using the flow at ``flow_path``), picks the
     lowest threshold meeting ``limits`` and stores it in the flow's metadata under
-    ``refined_thresholds[SHA-256 of the segmentor's tensors]`` (``Weights.tensors_sha256``, so a
+    ``refined_thresholds[SHA-256 of the segmentor's tensors]`` (``Weights.tensors_sha256``, with
+    ``:evidence`` appended for surrogate 'evidence': :func:`~mcgenref_core.refine.refined_threshold_key`; so a
     later metadata edit of the segmentor keeps it; with the table and the settings), writing the flow
     again atomically to ``out`` (default: ``flow_path``). ``segment`` with ``--refine`` then
     reads refined maps at that threshold. ``segmentor``: loaded segmentor ``Weights``. Yields
@@ -177,7 +178,7 @@ def calibrate_refined_threshold_steps(
     from pathlib import Path
 
     from .models.weights import load_weights, save_weights
-    from .refine import RefineConfig
+    from .refine import RefineConfig, refined_threshold_key
 
     flow = load_weights(flow_path)
     if flow.kind != "flow":
@@ -193,8 +194,9 @@ def calibrate_refined_threshold_steps(
               "refine_settings": {k: v for k, v in config.to_dict().items() if k not in ("flow_weights", "output_threshold")},
               **entry["calibration"]}
     thresholds = dict(flow.metadata.get("refined_thresholds", {}))
-    thresholds.pop(segmentor.sha256, None)  # an entry under the file hash of the same model
-    thresholds[segmentor.tensors_sha256] = record
+    if config.surrogate == "segmentor":
+        thresholds.pop(segmentor.sha256, None)  # an entry under the file hash of the same model
+    thresholds[refined_threshold_key(segmentor, config)] = record
     save_weights(out or flow_path, flow.state_dict, {**flow.metadata, "refined_thresholds": thresholds})
     return chosen
 

@@ -8,6 +8,9 @@ The segmentor and the flow generator stay frozen; only the logits ``z`` change::
         crops = crop_px squares around groups of seeds (empty tissue keeps its logits)
         x_k   = project(y_crop, seed_crop, t0, ε_k), k = 1..K       (seed-consistent RF draws)
         q     = mean_k sigmoid(S(x_k))    (fit weighted by 1 - var_k / 0.25 if asked)
+                or, with surrogate = "evidence", the generator's own evidence:
+                LR_j = log(err(unseeded draws) / err(seeded draws)) around candidate j,
+                q = sigmoid(z0 + β (LR_j - median_j LR_j) as a bump at each candidate)
         z     = argmin fit(z, q) + λp |z - z0|² + λo overlap(z) + λe edge(z, y) [+ λd dice(z, q)]
                 (Adam on all crops of the round jointly; crops blended back with a taper)
 
@@ -52,6 +55,10 @@ class RefineConfig(StepConfig):
     max_crops: int = _f(48, "most crops refined per round (densest candidate groups first)")
     budget: float = _f(8.0, "most network pixel-passes of all rounds as a multiple of the breast's pixel count (0 = no limit)")
     crop_batch: int = _f(8, "crops per projection batch (network batch = crops x draws x 2 with guidance)")
+    surrogate: str = _f("segmentor", "what the logits are fitted to: 'segmentor' (the frozen segmentor's reading of the seeded projections) or 'evidence' (the generator's own evidence at each candidate: the base logits lifted by evidence_weight x (LR - the case's median LR), LR = log(error of unseeded / of seeded projections) around the candidate)")
+    evidence_weight: float = _f(32.0, "β of surrogate 'evidence': logits per unit of log error ratio")
+    evidence_window_px: int = _f(5, "square window (working px, odd) around a candidate in which surrogate 'evidence' compares the projections' errors")
+    evidence_sigma_mm: float = _f(0.2, "width (Gaussian sigma, mm) of the logit bump surrogate 'evidence' adds at a candidate")
     lambda_fit: float = _f(1.0, "weight of the BCE fit to the surrogate q")
     lambda_proximity: float = _f(0.01, "λp: weight of |z - z0|² (logits)")
     lambda_overlap: float = _f(1.0, "λo: weight of the disagreement of overlapping crops' logits")
@@ -79,6 +86,12 @@ class RefineConfig(StepConfig):
         for name in ("rounds", "draws", "euler_steps", "max_crops", "crop_batch"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        if self.surrogate not in SURROGATES:
+            raise bad("surrogate", f"must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
+        if self.evidence_window_px < 1 or self.evidence_window_px % 2 == 0:
+            raise bad("evidence_window_px", f"must be an odd number of pixels, got {self.evidence_window_px}")
+        if not self.evidence_sigma_mm > 0:
+            raise bad("evidence_sigma_mm", "must be positive")
         if self.adam_steps < 0:
             raise bad("adam_steps", "must not be negative")
         if not 0.0 <= self.t0 <= 1.0:
@@ -96,7 +109,7 @@ class RefineConfig(StepConfig):
         for name in ("nms_radius_mm", "adam_lr"):
             if not getattr(self, name) > 0:
                 raise bad(name, "must be positive")
-        for name in ("budget", "lambda_fit", "lambda_proximity", "lambda_overlap", "lambda_edge", "edge_beta", "lambda_dice"):
+        for name in ("budget", "evidence_weight", "lambda_fit", "lambda_proximity", "lambda_overlap", "lambda_edge", "edge_beta", "lambda_dice"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
                 raise bad(name, "must be a non-negative number")
 
@@ -113,12 +126,33 @@ class RefineConfig(StepConfig):
         )
 
     def passes_per_crop(self) -> int:
-        """Network passes of one crop in one round: K x (Euler steps x (2 with guidance) + 1)."""
+        """Network passes of one crop in one round: K x (Euler steps x (2 with guidance) + 1)
+        with surrogate 'segmentor'; K x Euler steps x (3 with guidance, else 2) with 'evidence'
+        (seeded and unseeded projections, no segmentor pass)."""
         obj = self.objective()
         if not (obj.fit or obj.dice):  # no term looks at the surrogate: no projections
             return 0
         euler = 0 if self.t0 <= 0 else self.euler_steps * (1 if self.guidance in (0.0, 1.0) else 2)
+        if self.surrogate == "evidence":
+            return self.draws * (euler + (0 if self.t0 <= 0 else self.euler_steps))
         return self.draws * (euler + 1)
+
+
+SURROGATES = ("segmentor", "evidence")
+
+#: RefineConfig overrides for surrogate 'evidence' as measured in docs/tt-gpr.md (chosen on
+#: film -> digital pairs of pair seed 11, reported on the ablation's pairs of seed 2024): a
+#: gentle projection (t0 0.15) keeps the generator's errors local to each seed, one round with
+#: every candidate group refined (no budget cap) and candidates down to p 0.03.
+EVIDENCE_SETTINGS = {"surrogate": "evidence", "t0": 0.15, "evidence_weight": 32.0, "rounds": 1,
+                     "candidate_threshold": 0.03, "budget": 0.0, "adam_lr": 1.0}
+
+
+def refined_threshold_key(segmentor, config: RefineConfig) -> str:
+    """Key of a segmentor's calibrated refined threshold in a flow's ``refined_thresholds``: the
+    SHA-256 of its tensors, with ``:evidence`` appended for surrogate 'evidence' (its refined
+    maps have their own operating point)."""
+    return segmentor.tensors_sha256 + ("" if config.surrogate == "segmentor" else f":{config.surrogate}")
 
 
 @dataclass
@@ -157,6 +191,23 @@ def load_flow(config: RefineConfig, pixel_size_mm: float, device: str, flow=None
     return _Flow(model, weights, float(norm.get("data_scale", DATA_SCALE)), float(meta.get("seed", {}).get("sigma_px", 1.0)), float(norm.get("lowpass_sigma_px", 0.0)))
 
 
+def _flow_inputs(flow: _Flow, crops: np.ndarray, seeds: np.ndarray, draws: int, device: str, generator):
+    """Crops (B, P, P) and seeds (B, P, P) as the generator takes them: crops in flow units
+    (B, 1, P, P) and their means, seeds (B, 1, P, P), the low-pass context or None, and ``draws``
+    noises (K, B, 1, P, P) drawn from ``generator`` (CPU), all on ``device``."""
+    import torch
+
+    from .flow import lowpass, to_flow_units
+
+    b, p = crops.shape[0], crops.shape[-1]
+    y = torch.from_numpy(np.ascontiguousarray(crops))[:, None].to(device)
+    s = torch.from_numpy(np.ascontiguousarray(seeds))[:, None].to(device)
+    y_flow, mean = to_flow_units(y, flow.data_scale)
+    context = lowpass(y_flow, flow.lowpass_sigma_px) if flow.lowpass_sigma_px > 0 else None
+    eps = torch.randn((draws, b, 1, p, p), generator=generator).to(device)
+    return y_flow, mean, s, context, eps
+
+
 def surrogate(model, flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: RefineConfig, device: str, amp, generator, offset: float = 0.0):
     """Surrogate targets of crops through the frozen generator and segmentor.
 
@@ -167,15 +218,11 @@ def surrogate(model, flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: 
     """
     import torch
 
-    from .flow import from_flow_units, lowpass, project, to_flow_units
+    from .flow import from_flow_units, project
 
     b, p = crops.shape[0], crops.shape[-1]
     with torch.no_grad():
-        y = torch.from_numpy(np.ascontiguousarray(crops))[:, None].to(device)
-        s = torch.from_numpy(np.ascontiguousarray(seeds))[:, None].to(device)
-        y_flow, mean = to_flow_units(y, flow.data_scale)
-        context = lowpass(y_flow, flow.lowpass_sigma_px) if flow.lowpass_sigma_px > 0 else None
-        eps = torch.randn((config.draws, b, 1, p, p), generator=generator).to(device)
+        y_flow, mean, s, context, eps = _flow_inputs(flow, crops, seeds, config.draws, device, generator)
         x = project(flow.model, y_flow, s, config.t0, config.euler_steps, eps, config.guidance, context, amp)
         images = from_flow_units(x, mean.unsqueeze(0), flow.data_scale).reshape(-1, 1, p, p)
         if amp is not None:
@@ -185,6 +232,60 @@ def surrogate(model, flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: 
             logits = model(images)
         prob = torch.sigmoid(logits.float() - offset).reshape(config.draws, b, p, p)
     return prob.mean(0), prob.var(0, unbiased=False)
+
+
+def projection_errors(flow: _Flow, crops: np.ndarray, seeds: np.ndarray, config: RefineConfig, device: str, amp, generator) -> tuple[np.ndarray, np.ndarray]:
+    """Squared differences between crops and their projections, seeded and unseeded.
+
+    ``crops`` (B, P, P) float32 normalised image, ``seeds`` (B, P, P) float32. Draws K noises
+    from ``generator`` and projects each crop twice with the same noise: under its seeds at the
+    config's guidance, and with the seeds dropped (guidance 0, the unconditional generator).
+    Returns ``err_seeded``, ``err_null`` (B, P, P) float32 numpy, mean over draws, flow units.
+    """
+    import torch
+
+    from .flow import project
+
+    with torch.no_grad():
+        y_flow, _, s, context, eps = _flow_inputs(flow, crops, seeds, config.draws, device, generator)
+        errors = []
+        for guidance in (config.guidance, 0.0):
+            x = project(flow.model, y_flow, s, config.t0, config.euler_steps, eps, guidance, context, amp)
+            errors.append(((x.float() - y_flow.unsqueeze(0)) ** 2).mean(0)[:, 0].cpu().numpy())
+    return errors[0], errors[1]
+
+
+def evidence_targets(points: np.ndarray, corners: list[tuple[int, int]], err_seeded: np.ndarray, err_null: np.ndarray, z_base: np.ndarray, offset: float, config: RefineConfig, pixel_size_mm: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """Surrogate 'evidence': targets q (C, P, P) float32 for the crops at ``corners``.
+
+    ``points`` (M, 2) candidates on the working grid, ``err_*`` (C, P, P) from
+    :func:`projection_errors`, ``z_base`` (C, P, P) base logits of the crops, ``offset`` the
+    operating logit. Each candidate's log error ratio is averaged over the crops holding it,
+    centred on the case's median and scaled by ``evidence_weight``
+    (:func:`~mcgenref_core.refine_ops.evidence_shifts`); q = sigmoid(z_base - offset + bumps).
+    Returns q and a summary (median log ratio, candidates lifted / lowered).
+    """
+    from scipy.special import expit
+
+    from .refine_ops import evidence_shifts, shift_crops, window_log_ratio
+
+    p = config.crop_px
+    total = np.zeros(len(points))
+    count = np.zeros(len(points))
+    for k, (a, b) in enumerate(corners):
+        local = points - np.array([a, b])
+        inside = np.all((local >= 0) & (local < p), axis=1)
+        if inside.any():
+            total[inside] += window_log_ratio(err_null[k], err_seeded[k], local[inside], config.evidence_window_px)
+            count[inside] += 1
+    log_ratio = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    shifts = evidence_shifts(log_ratio, config.evidence_weight)
+    bumps = shift_crops(points, shifts, corners, p, config.evidence_sigma_mm / pixel_size_mm)
+    q = expit(z_base - offset + bumps).astype(np.float32)
+    known = np.isfinite(log_ratio)
+    summary = {"evidence_median_log_ratio": round(float(np.median(log_ratio[known])), 4) if known.any() else None,
+               "evidence_lifted": int((shifts > 0).sum()), "evidence_lowered": int((shifts < 0).sum())}
+    return q, summary
 
 
 def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray, model, weights, config: RefineConfig | None = None, device: str = "cpu", flow=None) -> Generator[Any, None, tuple[np.ndarray, dict[str, Any]]]:
@@ -273,11 +374,22 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
             total = done + (n_batches + 1) * (config.rounds - r)
             q = torch.zeros(z_start.shape, device=device)
             var = torch.zeros_like(q)
+            errors = []
             for i in range(n_batches):
                 sl = slice(i * config.crop_batch, (i + 1) * config.crop_batch)
-                q[sl], var[sl] = surrogate(model, flow, y[sl], seeds[sl], config, device, amp, generator, offset)
+                if config.surrogate == "evidence":
+                    errors.append(projection_errors(flow, y[sl], seeds[sl], config, device, amp, generator))
+                else:
+                    q[sl], var[sl] = surrogate(model, flow, y[sl], seeds[sl], config, device, amp, generator, offset)
                 done += 1
                 yield Progress("refine", done, total)
+            if config.surrogate == "evidence":
+                if errors:
+                    q_np, summary = evidence_targets(points, corners, np.concatenate([e[0] for e in errors]), np.concatenate([e[1] for e in errors]), z_base, offset, config, pixel)
+                else:  # no projection ran (t0 = 0: each would be the crop itself): no evidence either way
+                    q_np, summary = expit(z_base - offset).astype(np.float32), {"evidence_median_log_ratio": None, "evidence_lifted": 0, "evidence_lowered": 0}
+                q = torch.from_numpy(q_np).to(device)
+                info.update(summary)
             fit_weight = (1.0 - var / 0.25).clamp(0.0, 1.0) if config.use_variance_weighting else torch.ones_like(q)
             wy, wx = edge_weights(torch.from_numpy(y).to(device), config.edge_beta)
             inverse, n_union = union_index(corners, p, z.shape[1])
@@ -299,7 +411,8 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
     output_threshold, output_source = config.output_threshold, "--output-threshold"
     if output_threshold is None and flow is not None:
         stored = flow.weights.metadata.get("refined_thresholds", {})
-        calibrated = stored.get(weights.tensors_sha256) or stored.get(weights.sha256)  # file hash: older entries
+        key = refined_threshold_key(weights, config)
+        calibrated = stored.get(key) or (stored.get(weights.sha256) if config.surrogate == "segmentor" else None)  # file hash: older entries
         if calibrated:
             output_threshold, output_source = float(calibrated["threshold"]), f"calibrated with this segmentor on {len(calibrated.get('normals', []))} held-out normals"
     if output_threshold is None:

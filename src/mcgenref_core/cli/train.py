@@ -59,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--target", type=float, metavar="N", help="allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     c.add_argument("--tta", action="store_true", help="segmentor: calibrate the threshold used with test-time augmentation (segment --tta), kept beside the plain one")
+    c.add_argument("--evidence", action="store_true", help="flow: calibrate the refined maps of TT-GPR with the generator's evidence as surrogate (segment --surrogate evidence, the settings of refine.EVIDENCE_SETTINGS), kept beside the default surrogate's")
     c.add_argument("--out", metavar="WEIGHTS", help="write the calibrated weights here instead")
     add_common_options(c)
     c.set_defaults(func=run_calibrate)
@@ -85,12 +86,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(args.weights, "--tta calibrates a segmentor's threshold; these are flow weights (TT-GPR has its own)")
+    if args.evidence and weights.kind != "flow":
+        from ..errors import InputError
+
+        raise InputError(args.weights, "--evidence calibrates TT-GPR's refined maps; give flow weights")
     if weights.kind == "flow":
         from ..calibrate import calibrate_refined_threshold_steps
         from ..models.weights import resolve_weights
 
         segmentor = resolve_weights(args.segmentor, "segmentor", weights.working_pixel_size_mm)
-        steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, None, pixel, args.device, args.out)
+        from ..refine import EVIDENCE_SETTINGS, RefineConfig
+
+        refine_config = RefineConfig(**EVIDENCE_SETTINGS) if args.evidence else None
+        steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, refine_config, pixel, args.device, args.out)
     else:
         steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta)
     chosen = run_to_end(steps)
