@@ -78,7 +78,7 @@ def score(logits: list[np.ndarray], masks: np.ndarray, threshold: float, pixel_s
             "fp_per_cm2": round(fp / area_cm2, 3), "found": tp, "true_mcs": n_true, "false": fp}
 
 
-def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, variants: dict | None = None, log=print) -> dict:
+def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, variants: dict | None = None, log=print, seed: int = 2024) -> dict:
     """Base segmentor, TT-GPR and TT-GPR without each regulariser on ``pairs`` film -> digital
     pairs; returns ``{variant: scores}`` (see :func:`score`) and logs one table row per variant."""
     from mcgenref_core.device import make_predictor
@@ -90,11 +90,11 @@ def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, vari
     model = seg.build_model()
     predict = make_predictor(model, "cpu", "auto")
     threshold = float(seg.metadata["operating_threshold"])
-    images, masks = shifted_pairs(data, pairs)
+    images, masks = shifted_pairs(data, pairs, seed=seed)
     breast = np.ones(images.shape[1:], bool)
     base = [run_tiled(predict, im, breast, tile=256, overlap=0.0) for im in images]
     results = {}
-    log(f"film -> digital: {pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC, film segmentor at p >= {threshold:.3f}")
+    log(f"film -> digital: {pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC (pair seed {seed}), film segmentor at p >= {threshold:.3f}")
     log(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
     from mcgenref_core.refine import EVIDENCE_SETTINGS
 
@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flow-weights", help="flow generator weights (default: the bundled one)")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--pairs", type=int, default=16)
+    parser.add_argument("--pair-seed", type=int, default=2024, help="seed of the synthetic pairs (other seeds: more held-out readings)")
     parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, base against TT-GPR")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--variants", type=json.loads, metavar="JSON",
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     variants = None if args.variants is None else {"base segmentor": None, **args.variants}
-    results = shift_ablation(args.data, args.pairs, args.flow_weights, variants)
+    results = shift_ablation(args.data, args.pairs, args.flow_weights, variants, seed=args.pair_seed)
     out = {"shift": results}
     if args.mias:
         out["mias"] = mias_ablation(args.data, args.flow_weights)

@@ -316,6 +316,7 @@ def test_window_log_ratio_evidence_shifts_and_bumps():
     shifts = evidence_shifts(np.array([0.1, -0.5, 0.3, np.nan]), 10.0)
     assert shifts == pytest.approx([0.0, -6.0, 2.0, 0.0])  # centred on the median of the known ones
     assert evidence_shifts(np.array([np.nan, np.nan]), 10.0).tolist() == [0.0, 0.0]
+    assert evidence_shifts(np.array([0.1, -0.5, 0.3]), 10.0, 1.0) == pytest.approx([-2.0, -8.0, 0.0])  # against the highest
     bumps = shift_crops(np.array([[10, 10], [40, 40]]), np.array([4.0, -2.0]), [(0, 0), (32, 32)], 32, 1.0)
     assert bumps.shape == (2, 32, 32) and bumps.dtype == np.float32
     assert bumps[0, 10, 10] == pytest.approx(4.0) and bumps[1, 8, 8] == pytest.approx(-2.0)
@@ -360,6 +361,7 @@ def test_evidence_settings_validate():
     from mcgenref_core.refine import EVIDENCE_SETTINGS
 
     RefineConfig(**EVIDENCE_SETTINGS).validate()
-    for bad in ({"surrogate": "oracle"}, {"evidence_window_px": 4}, {"evidence_sigma_mm": 0.0}, {"evidence_weight": -1.0}):
+    for bad in ({"surrogate": "oracle"}, {"evidence_window_px": 4}, {"evidence_sigma_mm": 0.0}, {"evidence_weight": -1.0},
+                {"evidence_reference_quantile": 1.5}):
         with pytest.raises(InputError):
             RefineConfig(**bad).validate()

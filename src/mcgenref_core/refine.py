@@ -57,6 +57,7 @@ class RefineConfig(StepConfig):
     crop_batch: int = _f(8, "crops per projection batch (network batch = crops x draws x 2 with guidance)")
     surrogate: str = _f("segmentor", "what the logits are fitted to: 'segmentor' (the frozen segmentor's reading of the seeded projections) or 'evidence' (the generator's own evidence at each candidate: the base logits lifted by evidence_weight x (LR - the case's median LR), LR = log(error of unseeded / of seeded projections) around the candidate)")
     evidence_weight: float = _f(32.0, "β of surrogate 'evidence': logits per unit of log error ratio")
+    evidence_reference_quantile: float = _f(0.5, "surrogate 'evidence': the quantile of the case's candidates' LR a candidate is compared with (0.5: the median; higher lifts fewer)")
     evidence_window_px: int = _f(5, "square window (working px, odd) around a candidate in which surrogate 'evidence' compares the projections' errors")
     evidence_sigma_mm: float = _f(0.2, "width (Gaussian sigma, mm) of the logit bump surrogate 'evidence' adds at a candidate")
     lambda_fit: float = _f(1.0, "weight of the BCE fit to the surrogate q")
@@ -90,6 +91,8 @@ class RefineConfig(StepConfig):
             raise bad("surrogate", f"must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
         if self.evidence_window_px < 1 or self.evidence_window_px % 2 == 0:
             raise bad("evidence_window_px", f"must be an odd number of pixels, got {self.evidence_window_px}")
+        if not 0.0 <= self.evidence_reference_quantile <= 1.0:
+            raise bad("evidence_reference_quantile", f"must lie in [0, 1], got {self.evidence_reference_quantile}")
         if not self.evidence_sigma_mm > 0:
             raise bad("evidence_sigma_mm", "must be positive")
         if self.adam_steps < 0:
@@ -142,9 +145,9 @@ SURROGATES = ("segmentor", "evidence")
 
 #: RefineConfig overrides for surrogate 'evidence' as measured in docs/tt-gpr.md (chosen on
 #: film -> digital pairs of pair seed 11, reported on the ablation's pairs of seed 2024): a
-#: gentle projection (t0 0.15) keeps the generator's errors local to each seed, one round with
-#: every candidate group refined (no budget cap) and candidates down to p 0.03.
-EVIDENCE_SETTINGS = {"surrogate": "evidence", "t0": 0.15, "evidence_weight": 32.0, "rounds": 1,
+#: gentle projection (t0 0.15, two Euler steps) keeps the generator's errors local to each seed,
+#: one round with every candidate group refined (no budget cap) and candidates down to p 0.03.
+EVIDENCE_SETTINGS = {"surrogate": "evidence", "t0": 0.15, "euler_steps": 2, "evidence_weight": 32.0, "rounds": 1,
                      "candidate_threshold": 0.03, "budget": 0.0, "adam_lr": 1.0}
 
 
@@ -279,7 +282,7 @@ def evidence_targets(points: np.ndarray, corners: list[tuple[int, int]], err_see
             total[inside] += window_log_ratio(err_null[k], err_seeded[k], local[inside], config.evidence_window_px)
             count[inside] += 1
     log_ratio = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-    shifts = evidence_shifts(log_ratio, config.evidence_weight)
+    shifts = evidence_shifts(log_ratio, config.evidence_weight, config.evidence_reference_quantile)
     bumps = shift_crops(points, shifts, corners, p, config.evidence_sigma_mm / pixel_size_mm)
     q = expit(z_base - offset + bumps).astype(np.float32)
     known = np.isfinite(log_ratio)

@@ -138,16 +138,16 @@ def window_log_ratio(err_null: np.ndarray, err_seeded: np.ndarray, points_local:
     return out
 
 
-def evidence_shifts(log_ratios: np.ndarray, weight: float) -> np.ndarray:
+def evidence_shifts(log_ratios: np.ndarray, weight: float, reference_quantile: float = 0.5) -> np.ndarray:
     """Logit shifts (M,) float64 of the candidates of one case from their evidence (M,) (see
-    :func:`window_log_ratio`): ``weight`` x (log ratio - the case's median log ratio), so a
+    :func:`window_log_ratio`): ``weight`` x (log ratio - the case's reference log ratio), the
+    reference being the ``reference_quantile`` of the case's log ratios (0.5: the median), so a
     candidate moves up only when the seed explains it better than it explains the case's typical
-    candidate, and the shifts of a case are centred on zero. NaN entries (points no crop
-    covered) get 0."""
+    candidate. NaN entries (points no crop covered) get 0."""
     shifts = np.zeros(len(log_ratios), np.float64)
     known = np.isfinite(log_ratios)
     if known.any():
-        shifts[known] = weight * (log_ratios[known] - np.median(log_ratios[known]))
+        shifts[known] = weight * (log_ratios[known] - np.quantile(log_ratios[known], reference_quantile))
     return shifts
 
 
