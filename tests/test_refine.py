@@ -365,3 +365,21 @@ def test_evidence_settings_validate():
                 {"evidence_reference_quantile": 1.5}):
         with pytest.raises(InputError):
             RefineConfig(**bad).validate()
+
+
+def test_the_documented_evidence_command_line_gives_the_evidence_settings():
+    """README's `mcgenref segment IMAGE --refine --surrogate evidence ...` line parses to
+    RefineConfig(**EVIDENCE_SETTINGS), so the documented command runs what docs/results.md measured."""
+    import re
+    import shlex
+
+    from mcgenref_core.cli import build_parser
+    from mcgenref_core.cli._common import config_from_args
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    match = re.search(r"`(mcgenref segment IMAGE --refine --surrogate evidence[^`]*)`", readme.replace("\n  ", " "))
+    assert match, "README lost the evidence surrogate's command line"
+    argv = shlex.split(match.group(1))[1:] + ["--out", "x"]
+    args = build_parser().parse_args(argv)
+    assert args.refine and config_from_args(RefineConfig, args, section="refine.settings") == RefineConfig(**EVIDENCE_SETTINGS)
