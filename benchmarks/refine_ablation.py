@@ -8,7 +8,7 @@
    (refined maps: at the threshold calibrated for them on the film validation normals, when the
    flow weights hold one; see ``mcgenref train calibrate FLOW``).
 2. **mini-MIAS dev split** (real film, cluster level): located circles found and false clusters
-   per validation normal, base against full TT-GPR with either surrogate (``--mias``; about 50 full-field images per
+   per validation normal, for the same variants (``--mias``; about 50 full-field images per
    variant).
 
 Run: ``python benchmarks/refine_ablation.py [--flow-weights FLOW.safetensors] [--pairs 16] [--mias]``;
@@ -78,6 +78,14 @@ def score(logits: list[np.ndarray], masks: np.ndarray, threshold: float, pixel_s
             "fp_per_cm2": round(fp / area_cm2, 3), "found": tp, "true_mcs": n_true, "false": fp}
 
 
+def all_variants() -> dict:
+    """The default variants: base, TT-GPR with the segmentor's surrogate and with the generator's
+    evidence (``refine.EVIDENCE_SETTINGS``), each with every regulariser removed in turn."""
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+
+    return {**VARIANTS, **{name: {**EVIDENCE_SETTINGS, **o} for name, o in EVIDENCE_VARIANTS.items()}}
+
+
 def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, variants: dict | None = None, log=print, seed: int = 2024) -> dict:
     """Base segmentor, TT-GPR and TT-GPR without each regulariser on ``pairs`` film -> digital
     pairs; returns ``{variant: scores}`` (see :func:`score`) and logs one table row per variant."""
@@ -96,11 +104,7 @@ def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, vari
     results = {}
     log(f"film -> digital: {pairs} pairs of 256² at 0.2 mm in gmic-0_L-CC (pair seed {seed}), film segmentor at p >= {threshold:.3f}")
     log(f"{'variant':30} {'MC recall':>9} {'FNR':>6} {'Dice':>6} {'FP/cm²':>7}  found/true  false   s")
-    from mcgenref_core.refine import EVIDENCE_SETTINGS
-
-    if variants is None:
-        variants = {**VARIANTS, **{name: {**EVIDENCE_SETTINGS, **o} for name, o in EVIDENCE_VARIANTS.items()}}
-    for name, overrides in variants.items():
+    for name, overrides in (all_variants() if variants is None else variants).items():
         start = time.perf_counter()
         read_at = threshold
         if overrides is None:
@@ -119,21 +123,22 @@ def shift_ablation(data: Path, pairs: int, flow_weights: str | None = None, vari
     return results
 
 
-def mias_ablation(data: Path, flow_weights: str | None = None, max_images: int | None = None, log=print) -> dict:
-    """Base segmentor against TT-GPR on the mini-MIAS dev split (located circles found, false
-    clusters and MCs on the validation normals); ``max_images`` limits both image sets."""
-    from mcgenref_core.refine import EVIDENCE_SETTINGS, RefineConfig
+def mias_ablation(data: Path, flow_weights: str | None = None, max_images: int | None = None, log=print, variants: dict | None = None) -> dict:
+    """The variants (default :func:`all_variants`; name -> RefineConfig overrides, None = the base)
+    on the mini-MIAS dev split: located circles found, false clusters and MCs on the validation
+    normals; ``max_images`` limits both image sets."""
+    from mcgenref_core.refine import RefineConfig
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     from segmentor_quality import mias_clusters
 
     log("mini-MIAS dev split (located circles, validation normals):")
     out = {}
-    for name, cfg in (("base segmentor", None), ("TT-GPR", RefineConfig(flow_weights=flow_weights)),
-                      ("TT-GPR, evidence", RefineConfig(flow_weights=flow_weights, **EVIDENCE_SETTINGS))):
+    for name, overrides in (all_variants() if variants is None else variants).items():
+        cfg = None if overrides is None else RefineConfig(**{"flow_weights": flow_weights, **overrides})
         m = mias_clusters(data, None, max_images=max_images, refine_config=cfg)
         out[name] = {k: m[k] for k in ("circles_found", "circles", "fp_clusters_per_val_normal", "fp_components_per_cm2_val_normals", "seconds")}
-        log(f"  {name:16} {m['circles_found']}/{m['circles']} circles, {m['fp_clusters_per_val_normal']:.2f} FP clusters "
+        log(f"  {name:30} {m['circles_found']}/{m['circles']} circles, {m['fp_clusters_per_val_normal']:.2f} FP clusters "
             f"per normal, {m['fp_components_per_cm2_val_normals']:.2f} false MCs per cm² ({m['seconds']:.0f} s)")
     return out
 
@@ -154,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     results = shift_ablation(args.data, args.pairs, args.flow_weights, variants, seed=args.pair_seed)
     out = {"shift": results}
     if args.mias:
-        out["mias"] = mias_ablation(args.data, args.flow_weights)
+        out["mias"] = mias_ablation(args.data, args.flow_weights, variants=variants)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1) + "\n")
     return 0

@@ -259,7 +259,8 @@ def test_segment_runs_refinement_in_the_pipeline(flow_weights, segmentor):
 @needs_shared_data
 @pytest.mark.skipif(default_weights_name("flow", 0.2) is None or default_weights_name("segmentor", 0.2) is None,
                     reason="needs the bundled film flow generator and segmentor (trained weights)")
-def test_tt_gpr_wins_back_mcs_the_base_segmentor_misses_across_sites():
+@pytest.mark.parametrize("surrogate", ["segmentor", "evidence"])
+def test_tt_gpr_wins_back_mcs_the_base_segmentor_misses_across_sites(surrogate):
     """Under the film -> digital shift TT-GPR is built for, it finds MCs the base misses.
 
     Cases: 256 px patches at 0.2 mm of the digital validation normal gmic-0_L-CC (never a
@@ -281,13 +282,16 @@ def test_tt_gpr_wins_back_mcs_the_base_segmentor_misses_across_sites():
     threshold = float(seg.metadata.get("operating_threshold", 0.5))
     sampler = BackgroundSampler(digital_normals(NYU_DIR, "val"), 0.2, pixel_size_mm=0.07, cache_dir=None)
     generator = SyntheticPairGenerator(SynthesisConfig(patch_px=256, working_pixel_size_mm=0.2, negative_fraction=0.0), sampler)
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+
+    config = RefineConfig(**EVIDENCE_SETTINGS) if surrogate == "evidence" else RefineConfig()
     found_before = found_after = total = 0
     rng = np.random.default_rng(3)
     for _ in range(6):
         pair = generator.sample(rng)
         breast = np.ones(pair.image.shape, bool)
         z0 = run_tiled(predict, pair.image, breast, tile=256, overlap=0.0)
-        z, _ = refine(z0, pair.image, breast, model, seg, RefineConfig(), "cpu")
+        z, _ = refine(z0, pair.image, breast, model, seg, config, "cpu")
         before = match_mcs(1 / (1 + np.exp(-z0)) >= threshold, pair.mask, 0.2)
         after = match_mcs(1 / (1 + np.exp(-z)) >= threshold, pair.mask, 0.2)
         found_before += before["tp"]
@@ -298,7 +302,7 @@ def test_tt_gpr_wins_back_mcs_the_base_segmentor_misses_across_sites():
     flat = np.full((256, 256), 0.5, np.float32)
     breast = np.ones(flat.shape, bool)
     z0 = run_tiled(predict, flat, breast, tile=256, overlap=0.0)
-    z, record = refine(z0, flat, breast, model, seg, RefineConfig(), "cpu")
+    z, record = refine(z0, flat, breast, model, seg, config, "cpu")
     assert record["crops_refined"] == 0 and np.array_equal(z, z0)
 
 
