@@ -217,3 +217,30 @@ def test_tta_checkbox_segments_with_test_time_augmentation(viewer_with_sample, q
     record = labels.metadata["record"]
     assert record["settings"]["tta"] is True
     assert record["run"]["threshold_source"] == "weights (calibrated with TTA)"
+
+
+def test_off_site_preset_fills_the_evidence_settings_and_segments_as_the_core(viewer_with_sample, qtbot):
+    """The "off-site preset" button fills the TT-GPR form with refine.EVIDENCE_SETTINGS and ticks
+    TT-GPR; the run then equals the core's segment with those settings (bundled flow), and
+    "TT-GPR defaults" brings the default surrogate back."""
+    from qtpy.QtWidgets import QPushButton
+
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.refine import EVIDENCE_SETTINGS, RefineConfig
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    widget = open_segment(viewer_with_sample)
+    buttons = {b.text(): b for b in widget.findChildren(QPushButton)}
+    buttons["off-site preset"].click()
+    assert widget.refine_box.isChecked()
+    assert widget.refine_form.config(enabled=True, precision="auto") == RefineConfig(**EVIDENCE_SETTINGS)
+    assert widget.refine_form.editors["surrogate"].value() == "evidence"
+    widget.form.set_field("device", "cpu")
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    expected = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu"), refine_config=RefineConfig(**EVIDENCE_SETTINGS))
+    labels = viewer_with_sample.layers["mdb209 MCs"]
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    assert labels.metadata["record"]["refine"]["settings"]["surrogate"] == "evidence"
+    buttons["TT-GPR defaults"].click()
+    assert widget.refine_form.config(enabled=True, precision="auto") == RefineConfig()

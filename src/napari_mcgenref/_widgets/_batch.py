@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 from ._form import ChoiceEditor, ConfigFileButtons, ConfigForm, PathEditor
 from ._pickers import Section, dock_column
 from ._runner import JobRunner, show_error_message, show_info_message
-from ._segment import describe_device, inference_editors
+from ._segment import describe_device, inference_editors, refine_editors, refine_presets
 
 #: Columns of the results table (from the summary rows).
 TABLE_COLUMNS = ("stem", "status", "n_mcs", "n_clusters", "seconds", "error")
@@ -50,8 +50,8 @@ class BatchWidget(QWidget):
         self.batch_form = ConfigForm(BatchConfig, hidden=OWN_FIELDS, editors={"format": ChoiceEditor(("tif", "zarr"))})
         self.form = ConfigForm(InferenceConfig, editors=inference_editors())
         self.refine_box = QCheckBox("refine with TT-GPR")
-        self.refine_form = ConfigForm(RefineConfig, hidden=("enabled", "precision"),
-                                      editors={"flow_weights": PathEditor(mode="open", placeholder="bundled flow for the pixel size")})
+        self.refine_form = ConfigForm(RefineConfig, hidden=("enabled", "precision"), editors=refine_editors())
+        self.refine_presets = refine_presets(self.refine_form, self.refine_box)
         self.run_button = QPushButton("Run batch")
         self.runner = JobRunner()
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
@@ -69,6 +69,7 @@ class BatchWidget(QWidget):
             Section("batch settings (cluster, format)", self.batch_form),
             Section("inference settings", self.form),
             self.refine_box,
+            self.refine_presets,
             Section("TT-GPR settings", self.refine_form),
             self.files,
             self.run_button,

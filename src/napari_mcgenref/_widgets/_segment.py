@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QPushButton,
     QWidget,
@@ -91,6 +92,42 @@ def inference_editors() -> dict[str, FieldEditor]:
     }
 
 
+def refine_editors() -> dict[str, FieldEditor]:
+    """Editors for the RefineConfig fields that pick a file or one of fixed values."""
+    from mcgenref_core.refine import SURROGATES
+
+    return {
+        "flow_weights": PathEditor(mode="open", file_filter="Weights (*.safetensors)", placeholder="bundled flow for the pixel size"),
+        "surrogate": ChoiceEditor(SURROGATES),
+    }
+
+
+def refine_presets(form: ConfigForm, box: QCheckBox) -> QHBoxLayout:
+    """A row of two buttons that fill the TT-GPR form (and tick ``box``): the default settings,
+    and the evidence surrogate's settings for images off the segmentor's training site
+    (``refine.EVIDENCE_SETTINGS``, docs/tt-gpr.md)."""
+    from mcgenref_core.refine import EVIDENCE_SETTINGS, RefineConfig
+
+    row = QHBoxLayout()
+    for text, tip, settings in (
+        ("TT-GPR defaults", "the segmentor's surrogate: for images like the segmentor's training data", {}),
+        ("off-site preset", "the generator's evidence as surrogate (refine.EVIDENCE_SETTINGS): for images from another site or "
+                            "scanner than the segmentor's training data (film -> digital: recall +0.05-0.08 at equal false positives)",
+         EVIDENCE_SETTINGS),
+    ):
+        button = QPushButton(text)
+        button.setToolTip(tip)
+
+        def fill(_checked: bool = False, settings: dict = settings) -> None:
+            keep = form.values().get("flow_weights")
+            form.set_config(RefineConfig(**{"flow_weights": keep, **settings}))
+            box.setChecked(True)
+
+        button.clicked.connect(fill)
+        row.addWidget(button)
+    return row
+
+
 class SegmentWidget(QWidget):
     """Dock widget: segment the chosen Image layer with the bundled (or chosen) weights."""
 
@@ -118,9 +155,8 @@ class SegmentWidget(QWidget):
         self.device_label.setToolTip("the device this run uses (auto: CUDA, then Apple MPS, else CPU)")
         self.refine_box = QCheckBox("refine with TT-GPR")
         self.refine_box.setToolTip("test-time generative posterior refinement of the logits (needs flow generator weights)")
-        self.refine_form = ConfigForm(RefineConfig, hidden=("enabled", "precision"),
-                                      editors={"flow_weights": PathEditor(mode="open", file_filter="Weights (*.safetensors)",
-                                                                          placeholder="bundled flow for the pixel size")})
+        self.refine_form = ConfigForm(RefineConfig, hidden=("enabled", "precision"), editors=refine_editors())
+        self.refine_presets = refine_presets(self.refine_form, self.refine_box)
         self.refine_section = Section("TT-GPR settings", self.refine_form)
         self.probability_box = QCheckBox("add the probability layer")
         self.probability_box.setToolTip("add the MC probability (0-1) as an Image layer")
@@ -136,6 +172,7 @@ class SegmentWidget(QWidget):
             Section("inference settings", self.form, expanded=True),
             self.device_label,
             self.refine_box,
+            self.refine_presets,
             self.refine_section,
             self.probability_box,
             self.files,
