@@ -387,3 +387,24 @@ def test_the_documented_evidence_command_line_gives_the_evidence_settings():
     argv = shlex.split(match.group(1))[1:] + ["--out", "x"]
     args = build_parser().parse_args(argv)
     assert args.refine and config_from_args(RefineConfig, args, section="refine.settings") == RefineConfig(**EVIDENCE_SETTINGS)
+
+
+@pytest.mark.slow
+@needs_shared_data
+@pytest.mark.skipif(default_weights_name("flow", 0.2) is None or default_weights_name("segmentor", 0.2) is None,
+                    reason="needs the bundled film flow generator and segmentor (trained weights)")
+def test_evidence_surrogate_adds_no_false_cluster_on_a_whole_digital_normal():
+    """A whole digital negative never seen by the film models (gmic-0_L-CC, 0.07 mm, read by the
+    film segmentor at 0.2 mm): the evidence surrogate refines it and adds no false cluster."""
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.refine import EVIDENCE_SETTINGS
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    mammo = read_mammogram(NYU_DIR / "gmic-0_L-CC.png", pixel_size_mm=0.07)
+    config = InferenceConfig(device="cpu", weights="film-0.2mm")
+    base = segment(mammo, config)
+    refined = segment(mammo, config, refine_config=RefineConfig(**EVIDENCE_SETTINGS))
+    assert refined.record["refine"]["crops_refined"] >= 1  # candidates were there and were refined
+    assert refined.labels.shape == mammo.shape
+    assert len(refined.record["clusters"]) <= len(base.record["clusters"]) == 0
+    assert len(refined.record["mcs"]) <= len(base.record["mcs"]) + 2
