@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--pair-seed", type=int, default=2024, help="seed of the synthetic pairs (other seeds: more held-out readings)")
-    parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, base against TT-GPR")
+    parser.add_argument("--mias", action="store_true", help="also the mini-MIAS dev split, the same variants")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--variants", type=json.loads, metavar="JSON",
                         help='other variants instead of the ablation, as {"name": {RefineConfig overrides}}, e.g. a guidance sweep')

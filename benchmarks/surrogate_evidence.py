@@ -90,7 +90,7 @@ def candidate_scores(images, masks, model, seg, config, flow, device: str = "cpu
 
     from mcgenref_core.device import autocast_dtype, make_predictor
     from mcgenref_core.flow import from_flow_units, lowpass, project, to_flow_units
-    from mcgenref_core.refine_ops import find_peaks, seed_crops
+    from mcgenref_core.refine_ops import find_peaks, seed_crops, window_log_ratio
     from mcgenref_core.tiling import run_tiled
 
     pixel = float(seg.working_pixel_size_mm)
@@ -134,11 +134,9 @@ def candidate_scores(images, masks, model, seg, config, flow, device: str = "cpu
             a, b = corners[j]
             lr, lc = r - a, c - b
             near3 = (slice(max(lr - 1, 0), lr + 2), slice(max(lc - 1, 0), lc + 2))
-            near5 = (slice(max(lr - 2, 0), lr + 3), slice(max(lc - 2, 0), lc + 3))
-            q_seed, e_seed = readings["seeded"][0][j][near3].max(), readings["seeded"][1][j][near5].mean()
-            q_null, e_null = readings["unseeded"][0][j][near3].max(), readings["unseeded"][1][j][near5].mean()
-            rows.append([float(near_mc[r, c]), float(z[r, c]), float(q_seed), float(q_null),
-                         float(np.log(max(e_null, 1e-12) / max(e_seed, 1e-12)))])
+            q_seed, q_null = readings["seeded"][0][j][near3].max(), readings["unseeded"][0][j][near3].max()
+            log_ratio = window_log_ratio(readings["unseeded"][1][j], readings["seeded"][1][j], np.array([[lr, lc]]), 5)[0]
+            rows.append([float(near_mc[r, c]), float(z[r, c]), float(q_seed), float(q_null), float(log_ratio)])
         if (i + 1) % 16 == 0:
             log(f"  {i + 1}/{len(images)} pairs, {len(rows)} candidates")
     return np.asarray(rows, np.float64).reshape(-1, 1 + len(SCORES))

@@ -93,10 +93,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if weights.kind == "flow":
         from ..calibrate import calibrate_refined_threshold_steps
         from ..models.weights import resolve_weights
-
-        segmentor = resolve_weights(args.segmentor, "segmentor", weights.working_pixel_size_mm)
         from ..refine import EVIDENCE_SETTINGS, RefineConfig
 
+        segmentor = resolve_weights(args.segmentor, "segmentor", weights.working_pixel_size_mm)
         refine_config = RefineConfig(**EVIDENCE_SETTINGS) if args.evidence else None
         steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, refine_config, pixel, args.device, args.out)
     else:
