@@ -7,7 +7,10 @@ breaks it down by what the formation model knows about every inserted MC:
 - its **size** in mm;
 - its **visibility**: the peak of its blurred, noise-free signal over the local noise sigma
   (``SyntheticPair.signal`` on the MC's mask, over ``info["mcs"]["noise_sigma"]``), and whether
-  the ``min_peak_snr`` floor of the synthesis had to raise its contrast to reach that peak.
+  the ``min_peak_snr`` floor of the synthesis had to raise its contrast to reach that peak;
+
+and places every false component by its distance to the nearest true MC, beside each distance
+band's share of the area.
 
 Pairs as ``segmentor_quality.py`` draws them (default ``SynthesisConfig``, no negatives, seed 2024,
 256 patches on the regime's validation normals: film 128² at 0.2 mm, digital 256² at 0.07 mm), read
@@ -34,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 PATCH_PX = {"film": 128, "digital": 256}
 PEAK_SNR_BINS = (0.0, 4.1, 5.0, 6.0, 8.0, 12.0, np.inf)
 SIZE_BINS_MM = (0.0, 0.15, 0.25, 0.4, np.inf)
+DISTANCE_BINS_MM = (0.0, 0.5, 1.0, 2.0, np.inf)
 
 
 def mc_table(pairs) -> dict[str, np.ndarray]:
@@ -70,6 +74,52 @@ def found_at(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) ->
         found.append(hit)
         fp += m.fp
     return np.concatenate(found), fp
+
+
+def false_component_distances(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the false components sit relative to the inserted MCs.
+
+    Returns ``(fp_mm, pixel_mm)``: for every false component at ``threshold`` (unmatched, as in
+    ``found_at``) the least distance in mm from its pixels to a true MC pixel, and for every pixel of
+    every pair its distance in mm to the nearest true MC pixel (so a band's share of the area is
+    known). Both float32; a pair without MCs gives ``inf``.
+    """
+    from scipy import ndimage
+
+    from mcgenref_core.evaluation.mc import match_instances
+    from mcgenref_core.postprocess import label_mcs
+
+    fp_mm, pixel_mm = [], []
+    for p, pr in zip(pairs, prob):
+        labels = label_mcs(pr, threshold, 0.0, pixel_size_mm, None)
+        m = match_instances(labels, p.mask.astype(np.int64), pixel_size_mm)
+        if p.mask.any():
+            dist = ndimage.distance_transform_edt(p.mask == 0).astype(np.float32) * pixel_size_mm
+        else:
+            dist = np.full(p.mask.shape, np.inf, np.float32)
+        pixel_mm.append(dist.ravel())
+        n = int(labels.max())
+        if n == 0:
+            continue
+        nearest = np.asarray(ndimage.minimum(dist, labels, np.arange(1, n + 1)), np.float32)
+        false = np.ones(n, bool)
+        false[m.pairs[:, 0]] = False
+        fp_mm.append(nearest[false])
+    return (np.concatenate(fp_mm) if fp_mm else np.zeros(0, np.float32)), np.concatenate(pixel_mm)
+
+
+def fp_by_distance(fp_mm: np.ndarray, pixel_mm: np.ndarray, pixel_size_mm: float) -> dict:
+    """False components per distance band to the nearest true MC: count, the band's share of the
+    area and its false components per cm² (a band near MCs with a rate far above the rest means
+    the segmentor fires on the tissue next to real MCs, not on tissue at large)."""
+    out = {}
+    for lo, hi in zip(DISTANCE_BINS_MM[:-1], DISTANCE_BINS_MM[1:]):
+        n = int(((fp_mm >= lo) & (fp_mm < hi)).sum()) if lo > 0 else int((fp_mm < hi).sum())
+        pixels = int(((pixel_mm >= lo) & (pixel_mm < hi)).sum()) if lo > 0 else int((pixel_mm < hi).sum())
+        area_cm2 = pixels * (pixel_size_mm / 10) ** 2
+        out[f"[{lo:g}, {hi:g}) mm"] = {"n": n, "area_share": round(pixels / max(pixel_mm.size, 1), 4),
+                                       "fp_per_cm2": round(n / area_cm2, 3) if area_cm2 else None}
+    return out
 
 
 def threshold_for_fp_rate(pairs, prob, pixel_size_mm: float, area_cm2: float, rate: float) -> float:
@@ -136,9 +186,10 @@ def main(argv=None) -> int:
         how = f"the lowest FROC-grid threshold with <= {args.fp_per_cm2:g} FP/cm2 on these pairs"
     table = mc_table(pairs)
     found, fp = found_at(pairs, pred["prob"], threshold, px)
+    fp_mm, pixel_mm = false_component_distances(pairs, pred["prob"], threshold, px)
     result = {"regime": args.regime, "weights": weights.name, "pairs": len(pairs), "patch_px": patch,
               "threshold": threshold, "threshold_rule": how, "fp_per_cm2": round(fp / area_cm2, 3),
-              **breakdown(table, found)}
+              **breakdown(table, found), "false_components_by_distance": fp_by_distance(fp_mm, pixel_mm, px)}
 
     print(f"{args.regime}: {weights.name}, {len(pairs)} pairs of {patch}², threshold {threshold:.4g} ({how})")
     print(f"  MC sensitivity {result['all']['sensitivity']} of {result['all']['n']} MCs at {result['fp_per_cm2']} FP/cm²")
@@ -149,6 +200,9 @@ def main(argv=None) -> int:
     print(f"  contrast raised by the visibility floor (min_peak_snr): {result['floored']['n']} MCs, "
           f"sensitivity {result['floored']['sensitivity']}; the others {result['not_floored']['n']}, "
           f"{result['not_floored']['sensitivity']}")
+    print("  false components by distance to the nearest true MC pixel:")
+    for key, r in result["false_components_by_distance"].items():
+        print(f"    {key:16} {r['n']:6d} false components  {100 * r['area_share']:5.1f}% of the area  {r['fp_per_cm2']} per cm²")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -48,6 +48,14 @@ def test_breakdown_matches_pooled_scores_and_the_visibility_floor(one_torch_thre
         assert round(found.mean(), 4) == pooled["mc_sensitivity"]
         assert round(fp / (images.size * 0.07**2 / 100), 4) == pooled["fp_per_cm2"]
 
+    fp_mm, pixel_mm = missed.false_component_distances(pairs, pred["prob"], threshold, 0.07)
+    assert fp_mm.size == fp and pixel_mm.size == images.size
+    bands = missed.fp_by_distance(fp_mm, pixel_mm, 0.07)
+    assert sum(b["n"] for b in bands.values()) == fp
+    assert abs(sum(b["area_share"] for b in bands.values()) - 1) < 1e-3
+    # every pair here holds MCs, so every distance is finite
+    assert np.isfinite(fp_mm).all() and (fp_mm >= 0).all()
+
     result = missed.breakdown(table, found)
     assert result["floored"]["n"] + result["not_floored"]["n"] == found.size
     for group in ("morphology", "size_mm", "peak_snr"):
