@@ -21,7 +21,7 @@ from mcgenref_core.train import (
     train_segmentor_steps,
 )
 
-from .conftest import MIAS_DIR, needs_shared_data
+from .conftest import MIAS_DIR, REPO, needs_shared_data
 
 FLOW_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "mcgenref_core" / "weights" / "flow-film-0.2mm.safetensors"
 
@@ -158,6 +158,19 @@ def test_calibrate_command_sets_the_threshold_on_held_out_normals(tmp_path, caps
     # a training background is no calibration set
     assert main(["train", "calibrate", str(path), "--normals", str(MIAS_DIR / "mdb003.pgm"), "--device", "cpu"]) == 2
     assert "training backgrounds" in capsys.readouterr().err
+
+
+def test_calibrate_without_normals_names_the_data_folder(tmp_path, capsys):
+    """Run away from the data (an empty --data-dir), the digital weights have no normals to be
+    calibrated on: one line naming the folder, not an internal error."""
+    from mcgenref_core.cli import main
+
+    weights = REPO / "src" / "mcgenref_core" / "weights" / "digital-0.07mm.safetensors"
+    out = tmp_path / "w.safetensors"
+    assert main(["train", "calibrate", str(weights), "--data-dir", str(tmp_path), "--device", "cpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "no digital validation normals" in err and "internal error" not in err
+    assert not out.exists()
 
 
 @needs_shared_data
