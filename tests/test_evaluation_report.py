@@ -58,3 +58,24 @@ def test_quick_report_refuses_docs(capsys):
     with pytest.raises(SystemExit) as exc:
         report.main(["--quick", "--out", str(Path(REPO / "docs"))])
     assert exc.value.code == 2 and "never writes to docs/" in capsys.readouterr().err
+
+
+def test_recorded_pair_seeds_pool_counts_not_rates():
+    """The TT-GPR measurements kept in docs/images/ttgpr_records.json (too long for the report)
+    are rendered with per-seed gains and a pooled row that sums MCs found and false components."""
+    report = _load_report_module()
+    records = json.loads((REPO / "docs" / "images" / "ttgpr_records.json").read_text())
+    rows = report.pair_seed_rows(records)
+    seeds = records["shift_pair_seeds"]["seeds"]
+    assert [r["seed"] for r in rows] == [*seeds, "pooled"]
+    for r in rows[:-1]:
+        s = seeds[r["seed"]]
+        base, ev = s["base segmentor"], s["TT-GPR, evidence surrogate"]
+        assert r["gain"] == pytest.approx(ev["mc_recall"] - base["mc_recall"])
+        assert r["fp_ratio"] == pytest.approx(ev["false"] / base["false"])
+        assert base["true_mcs"] == ev["true_mcs"] == r["mcs"]  # the same pairs for every variant
+    pooled = rows[-1]
+    found = sum(s["TT-GPR, evidence surrogate"]["found"] for s in seeds.values())
+    assert pooled["mcs"] == sum(s["base segmentor"]["true_mcs"] for s in seeds.values())
+    assert pooled["recall"]["TT-GPR, evidence surrogate"] == pytest.approx(found / pooled["mcs"])
+    assert min(r["gain"] for r in rows[:-1]) <= pooled["gain"] <= max(r["gain"] for r in rows[:-1])
