@@ -171,6 +171,13 @@ def test_calibrate_without_normals_names_the_data_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "no digital validation normals" in err and "internal error" not in err
     assert not out.exists()
+    # the same through the Python API: an empty list of normals is refused before any work
+    from mcgenref_core.calibrate import calibrate_weights_steps
+    from mcgenref_core.steps import run_to_end
+
+    with pytest.raises(InputError, match="no held-out normals"):
+        run_to_end(calibrate_weights_steps(weights, [], {"fp_clusters_per_image": 0.5}, out=out))
+    assert not out.exists()
 
 
 @needs_shared_data

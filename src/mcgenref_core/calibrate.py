@@ -67,6 +67,8 @@ def normal_responses(
     from .segment import InferenceConfig, segment_steps
     from .steps import run_to_end
 
+    if not normals:
+        raise InputError("--normals", "no held-out normals to calibrate on")
     config = InferenceConfig(device=device, threshold=0.5, tta=tta)
     responses = []
     for i, path in enumerate(normals):

@@ -230,8 +230,6 @@ def build_generator(train: TrainConfig, synth, data_dir: str | os.PathLike, back
             raise problems[0] if problems else InputError("--backgrounds", "no usable background image")
     else:
         files = default_backgrounds(data_dir, train.regime, split)
-        if not files:
-            raise InputError(data_dir, f"no {train.regime} {split} backgrounds found (see the data README)")
     if pixel_size_mm is None and train.regime == "digital":
         pixel_size_mm = REGIME_PIXEL_SIZE_MM["digital"]
     sampler = BackgroundSampler(files, working_pixel_size_mm=train.pixel_size_mm, pixel_size_mm=pixel_size_mm, cache_dir=cache_dir)

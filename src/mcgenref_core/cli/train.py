@@ -80,10 +80,6 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise problems[0]
     else:
         normals = default_backgrounds(args.data_dir, regime, "val")
-        if not normals:
-            from ..errors import InputError
-
-            raise InputError(args.data_dir, f"no {regime} validation normals found to calibrate on (give --data-dir or --normals; see the data README)")
     pixel = args.pixel_size or (REGIME_PIXEL_SIZE_MM["digital"] if regime == "digital" else None)
     limits = TrainConfig(regime=regime, calibration_target=args.target).calibration_limits
     if args.tta and weights.kind != "segmentor":

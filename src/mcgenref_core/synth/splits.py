@@ -131,10 +131,15 @@ def default_backgrounds(data_dir: str | os.PathLike, regime: str = "film", split
     """The project's default backgrounds: ``"film"`` = mini-MIAS normals (0.2 mm),
     ``"digital"`` = NYU negatives (about 0.07 mm; give the pixel size, the PNGs do not say)."""
     if regime == "film":
-        return mias_normals(data_dir, split)
-    if regime == "digital":
-        return digital_normals(data_dir, split)
-    raise InputError("regime", f"must be 'film' or 'digital', got {regime!r}")
+        files = mias_normals(data_dir, split)
+    elif regime == "digital":
+        files = digital_normals(data_dir, split)
+    else:
+        raise InputError("regime", f"must be 'film' or 'digital', got {regime!r}")
+    if not files:
+        which = {"train": "training", "val": "validation"}.get(split, split)
+        raise InputError(data_dir, f"no {regime} {which} normals found (see the data README; give --data-dir)")
+    return files
 
 
 def _mias_folder(folder: Path) -> Path:
