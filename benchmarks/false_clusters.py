@@ -5,7 +5,7 @@ operating threshold is chosen so that they stay at or under 0.5 per image. This 
 them beside the clusters found inside the located CALC circles, with what each looks like in the
 image itself: the brightest member's white top-hat response in robust noise sigmas (the
 classical baseline's score, ``evaluation.baselines.tophat_snr``), and writes a montage of crops
-(16 mm across, members outlined) so a reader can judge whether a "false" cluster is texture,
+(16 mm across, predicted MCs outlined) so a reader can judge whether a "false" cluster is texture,
 an artefact, or calcification the normal's annotation does not mention.
 
 ``--sweep K [K ...]`` also asks what a cluster-level visibility rule would do: keep a cluster
@@ -33,6 +33,11 @@ CROP_HALF_PX = 40  # 81 px at 0.2 mm: 16 mm across
 SWEEP_LOGITS = np.arange(1.0, 8.01, 0.5)
 
 
+def in_circle(centre_rc, circle) -> bool:
+    """Whether ``centre_rc`` (row, col px) lies inside a mini-MIAS circle row (``row``, ``col``, ``radius`` px)."""
+    return (centre_rc[0] - circle.row) ** 2 + (centre_rc[1] - circle.col) ** 2 <= circle.radius**2
+
+
 def cluster_rows(name: str, result, tophat: np.ndarray, circles=()) -> list[dict]:
     """One row per predicted cluster of a ``SegmentationResult`` on the input grid.
 
@@ -52,7 +57,7 @@ def cluster_rows(name: str, result, tophat: np.ndarray, circles=()) -> list[dict
             "n_mcs": len(c["members"]),
             "peak_probability": max(float(mcs[i]["score"]) for i in c["members"]),
             "peak_tophat_snr": round(float(tophat[members].max()), 2) if members.any() else 0.0,
-            "in_circle": any((r - k.row) ** 2 + (col - k.col) ** 2 <= k.radius**2 for k in circles),
+            "in_circle": any(in_circle((r, col), k) for k in circles),
         })
     return rows
 
@@ -88,7 +93,7 @@ def visibility_sweep(per_image: list[tuple[list, list]], ks, normals: int, fp_li
             for circles, by_logit in per_image:
                 kept = [c for c, snr in by_logit[j] if snr >= k]
                 if circles:
-                    found += sum(any((r - ci.row) ** 2 + (cc - ci.col) ** 2 <= ci.radius**2 for r, cc in kept) for ci in circles)
+                    found += sum(any(in_circle(c, ci) for c in kept) for ci in circles)
                 else:
                     false += len(kept)
             curve.append({"logit": float(logit), "circles_found": found, "fp_clusters_per_normal": false / max(normals, 1)})
@@ -162,7 +167,6 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="visibility of synthetic clusters on the validation normals")
     args = ap.parse_args(argv)
 
-    from mcgenref_core.breast import breast_mask
     from mcgenref_core.evaluation.baselines import tophat_snr
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.models.weights import resolve_weights
@@ -183,7 +187,8 @@ def main(argv=None) -> int:
         mammo = read_mammogram(path)
         result = segment(mammo, config, weights=weights)
         image = np.asarray(mammo.pixels, np.float32)
-        snr = tophat_snr(image, breast_mask(image, 0.2), 0.2)
+        snr = tophat_snr(image, result.breast, 0.2)
+        predicted = result.labels > 0
         if args.sweep:
             settings = result.record["settings"]
             per_image.append((rs, [clusters_at(result.prob, snr, float(1 / (1 + np.exp(-x))), settings) for x in SWEEP_LOGITS]))
@@ -191,9 +196,8 @@ def main(argv=None) -> int:
             row["normal"] = not rs
             rows.append(row)
             if row["normal"]:
-                members = np.isin(result.labels, [m["id"] for m in result.record["mcs"]])
                 title = f"{row['image']} ({row['centre_rc'][0]:.0f}, {row['centre_rc'][1]:.0f}) {row['n_mcs']} MCs, {row['peak_tophat_snr']:.0f}σ"
-                panels.append((title, crop(image, row["centre_rc"]), crop(members, row["centre_rc"])))
+                panels.append((title, crop(image, row["centre_rc"]), crop(predicted, row["centre_rc"])))
 
     normals = sum(1 for _, rs in jobs if not rs)
     false = [r for r in rows if r["normal"]]
