@@ -28,7 +28,6 @@ demo: $(VENV)/.core-installed
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
 
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks examples
