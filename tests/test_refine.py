@@ -408,3 +408,24 @@ def test_evidence_surrogate_adds_no_false_cluster_on_a_whole_digital_normal():
     assert refined.labels.shape == mammo.shape
     assert len(refined.record["clusters"]) <= len(base.record["clusters"]) == 0
     assert len(refined.record["mcs"]) <= len(base.record["mcs"]) + 2
+
+
+def test_settings_differing_names_only_map_shaping_settings():
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.refine import EVIDENCE_SETTINGS, refined_threshold_key, settings_differing
+
+    flow = resolve_weights("flow-film-0.2mm", "flow", 0.2)
+    film = resolve_weights("film-0.2mm", "segmentor", 0.2)
+    stored = flow.metadata["refined_thresholds"]
+    plain = stored[refined_threshold_key(film, RefineConfig())]["refine_settings"]
+    evidence_config = RefineConfig().replace(**EVIDENCE_SETTINGS)
+    evidence = stored[refined_threshold_key(film, evidence_config)]["refine_settings"]
+    # the bundled thresholds were calibrated under the defaults and the evidence preset
+    assert settings_differing(plain, RefineConfig()) == []
+    assert settings_differing(evidence, evidence_config) == []
+    assert "surrogate" in settings_differing(evidence, RefineConfig())
+    # batching, precision and the output threshold do not shape the map; other settings do
+    assert settings_differing(plain, RefineConfig(crop_batch=2, precision="fp32", output_threshold=0.9)) == []
+    assert settings_differing(plain, RefineConfig(rounds=1, guidance=2.0)) == ["guidance", "rounds"]
+    # a setting the stored entry does not name (added after it was written) is not compared
+    assert settings_differing({"rounds": RefineConfig().rounds}, RefineConfig(evidence_weight=1.0)) == []

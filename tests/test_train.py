@@ -207,6 +207,8 @@ def test_calibrating_a_flow_sets_the_threshold_of_refined_maps(tmp_path, capsys)
     result = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine)
     assert result.record["run"]["threshold_used"] == entry["threshold"]
     assert result.record["refine"]["output_threshold_source"].startswith("calibrated")
+    assert result.record["refine"]["output_threshold_settings_differ"] == ["max_crops", "rounds"]  # calibrated under the defaults
+    assert "rounds" in result.record["refine"]["output_threshold_source"]
     explicit = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine.replace(output_threshold=0.7))
     assert explicit.record["run"]["threshold_used"] == 0.7
     # rewriting only the segmentor's metadata (a new calibration) keeps the entry: it is keyed by the tensors

@@ -158,6 +158,20 @@ def refined_threshold_key(segmentor, config: RefineConfig) -> str:
     return segmentor.tensors_sha256 + ("" if config.surrogate == "segmentor" else f":{config.surrogate}")
 
 
+#: settings that do not change the refined map, so a threshold calibrated under other values still holds
+_NOT_MAP_SETTINGS = frozenset({"enabled", "flow_weights", "output_threshold", "crop_batch", "precision"})
+
+
+def settings_differing(calibrated_settings: dict, config: RefineConfig) -> list[str]:
+    """Names (sorted) of the refinement settings that shape the refined map and differ between
+    ``config`` and ``calibrated_settings`` (the ``refine_settings`` stored with a calibrated
+    threshold). Settings the stored entry does not name (added after it was written) are not
+    compared."""
+    current = config.to_dict()
+    return sorted(k for k, v in calibrated_settings.items()
+                  if k in current and k not in _NOT_MAP_SETTINGS and current[k] != v)
+
+
 @dataclass
 class _Flow:
     """A loaded flow generator and the settings it was trained with."""
@@ -411,13 +425,16 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
     finally:
         model.train(was_training)
     crops_refined = sum(i["crops"] for i in rounds)
-    output_threshold, output_source = config.output_threshold, "--output-threshold"
+    output_threshold, output_source, differing = config.output_threshold, "--output-threshold", []
     if output_threshold is None and flow is not None:
         stored = flow.weights.metadata.get("refined_thresholds", {})
         key = refined_threshold_key(weights, config)
         calibrated = stored.get(key) or (stored.get(weights.sha256) if config.surrogate == "segmentor" else None)  # file hash: older entries
         if calibrated:
             output_threshold, output_source = float(calibrated["threshold"]), f"calibrated with this segmentor on {len(calibrated.get('normals', []))} held-out normals"
+            differing = settings_differing(calibrated.get("refine_settings", {}), config)
+            if differing:
+                output_source += f", under other settings ({', '.join(differing)} differ)"
     if output_threshold is None:
         output_threshold, output_source = float(weights.metadata.get("operating_threshold", 0.5)), "the segmentor's operating threshold"
     record = {
@@ -428,6 +445,7 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
         "fit_offset_logit": round(offset, 6),
         "output_threshold": output_threshold,
         "output_threshold_source": output_source,
+        "output_threshold_settings_differ": differing,
         "device": device,
         "flow_weights": None if flow is None else {"name": flow.weights.name, "path": str(flow.weights.path), "sha256": flow.weights.sha256, "working_pixel_size_mm": flow.weights.working_pixel_size_mm},
         "rounds": rounds,
