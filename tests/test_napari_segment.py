@@ -242,5 +242,19 @@ def test_off_site_preset_fills_the_evidence_settings_and_segments_as_the_core(vi
     labels = viewer_with_sample.layers["mdb209 MCs"]
     np.testing.assert_array_equal(labels.data, expected.labels)
     assert labels.metadata["record"]["refine"]["settings"]["surrogate"] == "evidence"
+    # the preset is what the bundled threshold was calibrated under: no warning in the status line
+    assert labels.metadata["record"]["refine"]["output_threshold_settings_differ"] == []
+    assert "other settings" not in widget.runner.status.text()
     buttons["TT-GPR defaults"].click()
     assert widget.refine_form.config(enabled=True, precision="auto") == RefineConfig()
+
+
+def test_status_line_warns_when_the_refined_threshold_was_calibrated_under_other_settings():
+    from napari_mcgenref._widgets._segment import describe_run
+
+    record = {"mcs": [{}] * 3, "clusters": [{}], "timing": {"total_s": 2.04}, "run": {"device_used": "cpu"}}
+    assert describe_run(record) == "3 MCs, 1 clusters in 2.0 s on cpu"
+    refined = {**record, "refine": {"output_threshold_settings_differ": ["max_crops", "rounds"]}}
+    assert describe_run(refined).endswith("calibrated under other settings (max_crops, rounds)")
+    same = {**record, "refine": {"output_threshold_settings_differ": []}}
+    assert describe_run(same) == describe_run(record)

@@ -286,9 +286,7 @@ class SegmentWidget(QWidget):
         record = result.record
         self.device_label.setText(f"device used: {record['run']['device_used']}")
         self.device_label.setStyleSheet("")
-        seconds = record.get("timing", {}).get("total_s", 0.0)
-        self.runner.status.setText(f"{len(record['mcs'])} MCs, {len(record['clusters'])} clusters "
-                                   f"in {seconds:.1f} s on {record['run']['device_used']}")
+        self.runner.status.setText(describe_run(record))
 
     def _job_done(self, outcome: str) -> None:
         self.run_button.setEnabled(True)
@@ -310,6 +308,17 @@ class SegmentWidget(QWidget):
         paths = write_segmentation(folder, self.last_stem, result.labels, result.prob, result.record, spacing, fmt)
         show_info_message(f"saved {self.last_stem} results to {folder}")
         return paths
+
+
+def describe_run(record: dict) -> str:
+    """The status line after a segmentation: MCs, clusters, time and device, and a warning when
+    refined maps were read at a threshold calibrated under other TT-GPR settings."""
+    seconds = record.get("timing", {}).get("total_s", 0.0)
+    text = f"{len(record['mcs'])} MCs, {len(record['clusters'])} clusters in {seconds:.1f} s on {record['run']['device_used']}"
+    differing = (record.get("refine") or {}).get("output_threshold_settings_differ") or []
+    if differing:
+        text += f"; refined maps read at a threshold calibrated under other settings ({', '.join(differing)})"
+    return text
 
 
 def describe_progress(event: Any) -> tuple[str, int, int] | None:
