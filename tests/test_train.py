@@ -209,6 +209,11 @@ def test_calibrating_a_flow_sets_the_threshold_of_refined_maps(tmp_path, capsys)
     assert result.record["refine"]["output_threshold_source"].startswith("calibrated")
     assert result.record["refine"]["output_threshold_settings_differ"] == ["max_crops", "rounds"]  # calibrated under the defaults
     assert "rounds" in result.record["refine"]["output_threshold_source"]
+    # the command says so on stderr, after the image's line
+    assert main(["segment", normal, "--weights", str(seg_path), "--refine", "--flow-weights", str(flow_path), "--rounds", "1",
+                 "--max-crops", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "cli")]) == 0
+    err = capsys.readouterr().err
+    assert "calibrated under other TT-GPR settings (max_crops, rounds differ)" in err
     explicit = segment(read_mammogram(normal), InferenceConfig(device="cpu"), weights=seg, refine_config=refine.replace(output_threshold=0.7))
     assert explicit.record["run"]["threshold_used"] == 0.7
     # rewriting only the segmentor's metadata (a new calibration) keeps the entry: it is keyed by the tensors

@@ -52,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
             result = _drive(steps, f"segment {mammo.stem}", args.quiet)
             write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)
             print(f"{image}: {len(result.record['mcs'])} MCs, {len(result.record['clusters'])} clusters -> {Path(args.out) / mammo.stem}.*", file=sys.stderr)
+            differing = (result.record.get("refine") or {}).get("output_threshold_settings_differ") or []
+            if differing:
+                print(f"mcgenref: note: {image}: refined maps read at the threshold calibrated under other TT-GPR settings "
+                      f"({', '.join(differing)} differ); `mcgenref train calibrate FLOW` with these settings gives one that holds",
+                      file=sys.stderr)
         except McGenRefError as exc:
             if args.debug:
                 raise
