@@ -81,11 +81,29 @@ def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_architect
     assert record["init_weights"]["name"] == "film-0.2mm" and record["init_weights"]["sha256"] == bundled.sha256
     assert initialise_from(model, None, "segmentor", 0.2) == {}
     with pytest.raises(InputError, match="another architecture"):
-        initialise_from(UNet(1, 1, 8, 4), "film-0.2mm", "segmentor", 0.2)
+        initialise_from(UNet(1, 1, 8, 4), "film-0.2mm", "segmentor", 0.2)  # narrower
+    with pytest.raises(InputError, match="another architecture"):
+        initialise_from(UNet(1, 1, 16, 3), "film-0.2mm", "segmentor", 0.2)  # shallower
+    with pytest.raises(InputError, match="another architecture"):
+        initialise_from(UNet(1, 1, 16, 4), str(FLOW_WEIGHTS), "flow", 0.2)  # flows are never widened
     with pytest.raises(InputError, match="works at 0.2 mm"):
         initialise_from(UNet(1, 1, 16, 4), "film-0.2mm", "segmentor", 0.07)
     with pytest.raises(InputError, match="needs segmentor weights"):
         initialise_from(model, str(FLOW_WEIGHTS), "segmentor", 0.2)
+
+
+def test_fine_tuning_a_wider_model_widens_the_given_weights_keeping_their_logits():
+    from mcgenref_core.models.unet import UNet
+
+    narrow, wide = UNet(1, 1, 16, 4), UNet(1, 1, 20, 4)
+    initialise_from(narrow, "film-0.2mm", "segmentor", 0.2)
+    record = initialise_from(wide, "film-0.2mm", "segmentor", 0.2, seed=5)
+    assert record["init_weights"]["name"] == "film-0.2mm"
+    assert record["init_weights"]["widened"] == {"from_widths": [16, 32, 64, 128], "to_widths": [20, 40, 80, 160], "seed": 5}
+    x = torch.from_numpy(np.random.default_rng(0).normal(0.5, 0.2, (2, 1, 64, 64)).astype(np.float32))
+    narrow.eval(), wide.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x), atol=2e-4, rtol=1e-4)
 
 
 @needs_shared_data

@@ -58,7 +58,7 @@ class TrainConfig(StepConfig):
     augment_gamma: tuple[float, float] = field(default=(0.75, 1.33), metadata={"help": "range of a random gamma applied to whole training patches (texture/contrast robustness)"})
     augment_contrast: tuple[float, float] = field(default=(0.7, 1.4), metadata={"help": "range of a random contrast scale about the patch median"})
     augment_noise: tuple[float, float] = field(default=(0.0, 0.02), metadata={"help": "range of the sigma of extra white noise (normalised units)"})
-    init_weights: str | None = field(default=None, metadata={"help": "start from these segmentor weights (file or bundled name; same architecture) instead of a random initialisation: fine-tuning"})
+    init_weights: str | None = field(default=None, metadata={"help": "start from these segmentor weights (file or bundled name) instead of a random initialisation: fine-tuning; a narrower U-Net of the same depth is widened to --base-channels first, computing the same logits"})
     val_every: int = field(default=250, metadata={"help": "validate every N steps"})
     val_patches: int = field(default=96, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
@@ -287,7 +287,7 @@ def train_segmentor_steps(
 
     torch.manual_seed(train.seed)
     model = UNet(1, 1, train.base_channels, train.depth)
-    init = initialise_from(model, train.init_weights, "segmentor", train.pixel_size_mm)
+    init = initialise_from(model, train.init_weights, "segmentor", train.pixel_size_mm, train.seed)
     model = model.to(device).to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)
@@ -416,24 +416,52 @@ def load_matching_weights(spec: str | None, kind: str, pixel_size_mm: float, opt
     return weights
 
 
-def initialise_from(model, spec: str | None, kind: str, pixel_size_mm: float) -> dict[str, Any]:
+def initialise_from(model, spec: str | None, kind: str, pixel_size_mm: float, seed: int = 0) -> dict[str, Any]:
     """Load the tensors of the ``kind`` weights ``spec`` (file or bundled name) into ``model``.
 
-    For fine-tuning: the weights must have been saved from the same architecture (same
-    parameter names and shapes) at the same working pixel size, else an ``InputError`` names
-    the file. ``spec`` None leaves the model as initialised. Returns the metadata entry
-    recording the start (``{"init_weights": {"name", "sha256", "tensors_sha256"}}``, or ``{}``).
+    For fine-tuning: the weights must have been saved at the same working pixel size from the
+    same architecture, or from a U-Net of the same depth with no more channels per level, which
+    is widened to ``model``'s widths so that it computes the same logits (Net2WiderNet, see
+    :mod:`.models.widen`; ``seed`` picks the copied channels); anything else raises an
+    ``InputError`` naming the file. ``spec`` None leaves the model as initialised. Returns the
+    metadata entry recording the start (``{"init_weights": {"name", "sha256",
+    "tensors_sha256"[, "widened"]}}``, or ``{}``).
     """
     if not spec:
         return {}
+    from .models.widen import unet_widths, widening_record
+
     weights = load_matching_weights(spec, kind, pixel_size_mm, "--init-weights")
     where = weights.path
     own = model.state_dict()
     theirs = weights.state_dict
+    record = {"name": weights.name or Path(where).name, "sha256": weights.sha256, "tensors_sha256": weights.tensors_sha256}
     if set(own) != set(theirs) or any(tuple(own[k].shape) != tuple(theirs[k].shape) for k in own):
-        raise InputError(where, f"has another architecture ({weights.metadata.get('architecture')}); set the same widths and depth to fine-tune it")
+        if kind != "segmentor":
+            raise InputError(where, f"has another architecture ({weights.metadata.get('architecture')}); set the same widths and depth to fine-tune it")
+        theirs = _widened_or_refused(theirs, own, where, weights.metadata.get("architecture"), seed)
+        record.update(widening_record(unet_widths(weights.state_dict), unet_widths(own), seed))
     model.load_state_dict(theirs)
-    return {"init_weights": {"name": weights.name or Path(where).name, "sha256": weights.sha256, "tensors_sha256": weights.tensors_sha256}}
+    return {"init_weights": record}
+
+
+def _widened_or_refused(theirs: dict, own: dict, where, architecture, seed: int) -> dict:
+    """``theirs`` widened to the shapes of ``own`` (function-preserving, see
+    :mod:`.models.widen`) when both are U-Nets of one depth and no level narrows; else an
+    ``InputError`` naming the file."""
+    from .models.widen import unet_widths, widen_unet_state
+
+    old_widths, new_widths = unet_widths(theirs), unet_widths(own)
+    refusal = f"has another architecture ({architecture}); set the same depth and widths at least its own to fine-tune it"
+    if not old_widths or len(old_widths) != len(new_widths) or any(n < o for o, n in zip(old_widths, new_widths)):
+        raise InputError(where, refusal)
+    try:
+        widened = widen_unet_state(theirs, new_widths, seed)
+    except (ValueError, KeyError, IndexError, RuntimeError) as exc:
+        raise InputError(where, f"{refusal} ({exc})") from None
+    if set(widened) != set(own) or any(tuple(own[k].shape) != tuple(widened[k].shape) for k in own):
+        raise InputError(where, refusal)
+    return widened
 
 
 def _predict_prob(model, images: np.ndarray, device: str, amp, batch: int = 32) -> np.ndarray:
