@@ -429,39 +429,42 @@ def initialise_from(model, spec: str | None, kind: str, pixel_size_mm: float, se
     """
     if not spec:
         return {}
-    from .models.widen import unet_widths, widening_record
-
     weights = load_matching_weights(spec, kind, pixel_size_mm, "--init-weights")
-    where = weights.path
     own = model.state_dict()
     theirs = weights.state_dict
-    record = {"name": weights.name or Path(where).name, "sha256": weights.sha256, "tensors_sha256": weights.tensors_sha256}
-    if set(own) != set(theirs) or any(tuple(own[k].shape) != tuple(theirs[k].shape) for k in own):
+    record = {"name": weights.name or Path(weights.path).name, "sha256": weights.sha256, "tensors_sha256": weights.tensors_sha256}
+    if not _same_shapes(own, theirs):
+        hint = "the same depth and widths at least its own" if kind == "segmentor" else "the same widths and depth"
+        refusal = InputError(weights.path, f"has another architecture ({weights.metadata.get('architecture')}); set {hint} to fine-tune it")
         if kind != "segmentor":
-            raise InputError(where, f"has another architecture ({weights.metadata.get('architecture')}); set the same widths and depth to fine-tune it")
-        theirs = _widened_or_refused(theirs, own, where, weights.metadata.get("architecture"), seed)
-        record.update(widening_record(unet_widths(weights.state_dict), unet_widths(own), seed))
+            raise refusal
+        theirs, widening = _widened(theirs, own, seed, refusal)
+        record.update(widening)
     model.load_state_dict(theirs)
     return {"init_weights": record}
 
 
-def _widened_or_refused(theirs: dict, own: dict, where, architecture, seed: int) -> dict:
+def _same_shapes(a: dict, b: dict) -> bool:
+    """Whether two state dicts hold the same tensor names with the same shapes."""
+    return set(a) == set(b) and all(tuple(a[k].shape) == tuple(b[k].shape) for k in a)
+
+
+def _widened(theirs: dict, own: dict, seed: int, refusal: InputError) -> tuple[dict, dict[str, Any]]:
     """``theirs`` widened to the shapes of ``own`` (function-preserving, see
-    :mod:`.models.widen`) when both are U-Nets of one depth and no level narrows; else an
-    ``InputError`` naming the file."""
-    from .models.widen import unet_widths, widen_unet_state
+    :mod:`.models.widen`) and the metadata entry saying so; raises ``refusal`` when ``theirs``
+    cannot be widened into ``own`` (not a U-Net, another depth, a level that would narrow)."""
+    from .models.widen import unet_widths, widen_unet_state, widening_record
 
     old_widths, new_widths = unet_widths(theirs), unet_widths(own)
-    refusal = f"has another architecture ({architecture}); set the same depth and widths at least its own to fine-tune it"
-    if not old_widths or len(old_widths) != len(new_widths) or any(n < o for o, n in zip(old_widths, new_widths)):
-        raise InputError(where, refusal)
+    if not old_widths:
+        raise refusal
     try:
         widened = widen_unet_state(theirs, new_widths, seed)
-    except (ValueError, KeyError, IndexError, RuntimeError) as exc:
-        raise InputError(where, f"{refusal} ({exc})") from None
-    if set(widened) != set(own) or any(tuple(own[k].shape) != tuple(widened[k].shape) for k in own):
-        raise InputError(where, refusal)
-    return widened
+    except (ValueError, KeyError):
+        raise refusal from None
+    if not _same_shapes(widened, own):
+        raise refusal
+    return widened, widening_record(old_widths, new_widths, seed)
 
 
 def _predict_prob(model, images: np.ndarray, device: str, amp, batch: int = 32) -> np.ndarray:

@@ -119,5 +119,5 @@ def widen_unet_state(old: dict[str, torch.Tensor], new_widths: list[int], seed: 
 
 
 def widening_record(old_widths: list[int], new_widths: list[int], seed: int) -> dict[str, Any]:
-    """The metadata entry that says a model was widened: ``{"widened": {"from", "to", "seed"}}``."""
+    """The metadata entry that says a model was widened: ``{"widened": {"from_widths", "to_widths", "seed"}}``."""
     return {"widened": {"from_widths": list(old_widths), "to_widths": list(new_widths), "seed": int(seed)}}
