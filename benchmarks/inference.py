@@ -7,11 +7,12 @@ For a digital mammogram (NYU 1_L_CC, 3328x2560 at 0.07 mm) and a film one (mini-
 - ``ours``: the tiling engine inside one process (read, mask, normalise, tiles, post-process);
 - ``monai``: MONAI ``sliding_window_inference`` (overlap 0.5, Gaussian, same ROI and batch)
   running the same model on the same normalised image, in fp32 as MONAI does by default, and
-  ``monai_bf16`` with the same bf16 + channels_last predictor ours uses;
+  ``monai_ours`` with the very predictor ours uses (channels_last, the same autocast precision);
 - peak resident memory (ru_maxrss) of each process, and the ratios.
 
 Run: ``python benchmarks/inference.py`` (needs ``pip install monai``; ``--data DIR`` points at
-``../shared/data``).
+``../shared/data``; ``--precision fp32|bf16`` instead of ``auto``, which is bf16 only on a CPU with
+bf16 in hardware, see ``mcgenref_core.device.resolve_precision``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ CASES = {
 }
 
 
-def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
+def measure(mode: str, image: str, pixel_size: float, device: str, precision: str = "auto") -> dict:
     """Run one measurement in this process and return its figures."""
     import torch
 
@@ -45,7 +46,7 @@ def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
     from mcgenref_core.segment import InferenceConfig, segment
 
     weights = resolve_weights(None, "segmentor", pixel_size)
-    config = InferenceConfig(device=device)
+    config = InferenceConfig(device=device, precision=precision)
     if mode == "ours":
         start = time.perf_counter()
         result = segment(read_mammogram(image, pixel_size_mm=pixel_size), config, weights=weights)
@@ -64,7 +65,7 @@ def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
         with torch.inference_mode():
             logits = sliding_window_inference(x, roi_size=(config.tile, config.tile), sw_batch_size=config.batch_size,
                                               predictor=model, overlap=0.5, mode="gaussian")
-    else:  # monai_bf16: the same predictor as ours inside MONAI's loop
+    else:  # monai_ours: the same predictor as ours inside MONAI's loop
         predict = make_predictor(model, device, config.precision)
 
         def net(batch):
@@ -78,11 +79,11 @@ def measure(mode: str, image: str, pixel_size: float, device: str) -> dict:
     return {"seconds": seconds, "logit_mean": float(logits.float().mean())}
 
 
-def child(mode: str, image: str, pixel_size: float, device: str) -> dict:
+def child(mode: str, image: str, pixel_size: float, device: str, precision: str = "auto") -> dict:
     """Measure in a fresh interpreter; add its peak resident memory."""
     code = (
         f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import inference as b; "
-        f"r = b.measure({mode!r}, {image!r}, {pixel_size!r}, {device!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        f"r = b.measure({mode!r}, {image!r}, {pixel_size!r}, {device!r}, {precision!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
         "print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -93,12 +94,12 @@ def child(mode: str, image: str, pixel_size: float, device: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cli_seconds(image: str, pixel_size: float, device: str) -> dict:
+def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "auto") -> dict:
     """Wall time and peak memory of ``mcgenref segment`` on one image, start-up included."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "mcgenref_core.cli", "segment", image, "--out", tmp, "--pixel-size",
-                        str(pixel_size), "--device", device, "--quiet"], check=True, capture_output=True)
+                        str(pixel_size), "--device", device, "--precision", precision, "--quiet"], check=True, capture_output=True)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": seconds, "peak_rss_mb": peak}
@@ -108,32 +109,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--skip-monai", action="store_true")
     args = parser.parse_args()
     import torch
 
-    print(f"device: {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    from mcgenref_core.device import cpu_has_native_bf16, resolve_precision
+
+    used = resolve_precision(args.device, args.precision)
+    print(f"device: {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
+          f"precision {args.precision} -> {used} (bf16 in hardware: {cpu_has_native_bf16()})")
     rows = []
     for name, (rel, spacing) in CASES.items():
         image = str(Path(args.data) / rel)
-        cli = cli_seconds(image, spacing, args.device)
-        ours = child("ours", image, spacing, args.device)
+        cli = cli_seconds(image, spacing, args.device, args.precision)
+        ours = child("ours", image, spacing, args.device, args.precision)
         row = {"case": name, "cli_s": cli["seconds"], "cli_peak_mb": cli["peak_rss_mb"], "ours_s": ours["seconds"],
                "ours_peak_mb": ours["peak_rss_mb"], "mcs": ours["mcs"]}
         if not args.skip_monai:
             monai = child("monai", image, spacing, args.device)
-            monai16 = child("monai_bf16", image, spacing, args.device)
-            row.update(monai_s=monai["seconds"], monai_peak_mb=monai["peak_rss_mb"], monai_bf16_s=monai16["seconds"])
-            row.update(speedup_vs_monai=monai["seconds"] / ours["seconds"], speedup_vs_monai_bf16=monai16["seconds"] / ours["seconds"])
+            monai_ours = child("monai_ours", image, spacing, args.device, args.precision)
+            row.update(monai_s=monai["seconds"], monai_peak_mb=monai["peak_rss_mb"], monai_ours_s=monai_ours["seconds"])
+            row.update(speedup_vs_monai=monai["seconds"] / ours["seconds"], speedup_vs_monai_ours=monai_ours["seconds"] / ours["seconds"])
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     print()
-    print("| case | mcgenref segment (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI bf16 | ours vs MONAI fp32 | ours vs MONAI bf16 |")
+    print(f"| case | mcgenref segment (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI, our {used} predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | "
-              f"{r.get('monai_s', float('nan')):.1f} s | {r.get('monai_bf16_s', float('nan')):.1f} s | "
-              f"{r.get('speedup_vs_monai', float('nan')):.2f}x | {r.get('speedup_vs_monai_bf16', float('nan')):.2f}x |")
+              f"{r.get('monai_s', float('nan')):.1f} s | {r.get('monai_ours_s', float('nan')):.1f} s | "
+              f"{r.get('speedup_vs_monai', float('nan')):.2f}x | {r.get('speedup_vs_monai_ours', float('nan')):.2f}x |")
 
 
 if __name__ == "__main__":

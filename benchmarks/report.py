@@ -146,6 +146,8 @@ def timing_section(data: Path, quick: bool) -> dict:
 
     import inference
 
+    from mcgenref_core.device import resolve_precision
+
     monai = importlib.util.find_spec("monai") is not None
     cases = {"film 1024×1024 (`mdb209`, 0.2 mm)": ("mias-dev/mdb209.pgm", 0.2)} if quick else {
         "digital 3328×2560 (`1_L_CC`, 0.07 mm)": ("nyu-ffdm/1_L_CC.png", 0.07),
@@ -163,9 +165,10 @@ def timing_section(data: Path, quick: bool) -> dict:
             row.update(cli_s=cli["seconds"], ours_s=ours["seconds"], ours_peak_mb=ours["peak_rss_mb"])
             if monai:
                 row["monai_s"] = inference.child("monai", image, spacing, "cpu")["seconds"]
-                row["monai_bf16_s"] = inference.child("monai_bf16", image, spacing, "cpu")["seconds"]
+                row["monai_ours_s"] = inference.child("monai_ours", image, spacing, "cpu")["seconds"]
         rows.append(row)
-    return {"rows": rows, "monai": monai, "load_before": load_before, "load_after": os.getloadavg(), "quick": quick}
+    return {"rows": rows, "monai": monai, "load_before": load_before, "load_after": os.getloadavg(), "quick": quick,
+            "precision": resolve_precision("cpu", "auto")}
 
 
 def ttgpr_section(data: Path, quick: bool) -> dict:
@@ -550,21 +553,24 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("")
         load = f"load average {timing['load_before'][0]:.1f} before, {timing['load_after'][0]:.1f} after"
         add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
-        add("2 torch threads, bf16 autocast + channels_last, tile 256, overlap 0.25, batch 8." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our bf16 predictor inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
+        precision = timing.get("precision", "bf16")
+        add(f"2 torch threads, {precision} (`--precision auto` on this CPU) + channels_last, tile 256, overlap 0.25, batch 8." + (f" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our {precision} predictor inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
         add("")
         if timing["monai"]:
-            add("| image | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI bf16 | ours vs MONAI fp32 | ours vs MONAI bf16 |")
+            add(f"| image | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI, our {precision} predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
             add("| --- | --- | --- | --- | --- | --- | --- | --- |")
             for r in timing["rows"]:
-                add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | {r['monai_s']:.1f} s | {r['monai_bf16_s']:.1f} s | {r['monai_s'] / r['ours_s']:.1f}× | {r['monai_bf16_s'] / r['ours_s']:.2f}× |")
+                add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | {r['monai_s']:.1f} s | {r['monai_ours_s']:.1f} s | {r['monai_s'] / r['ours_s']:.1f}× | {r['monai_ours_s'] / r['ours_s']:.2f}× |")
         else:
             add("| image | `mcgenref segment` incl. start-up | engine in-process | peak memory |")
             add("| --- | --- | --- | --- |")
             for r in timing["rows"]:
                 add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB |")
         add("")
-        add("The gain over MONAI comes from skipping tiles outside the breast, the smaller overlap that Gaussian blending allows, and")
-        add("bf16 autocast; bf16 is not bit-identical to fp32 (`--precision fp32` gives the full-precision result at about twice the time).")
+        add("The gain over MONAI comes from skipping tiles outside the breast, the smaller overlap that Gaussian blending allows, and,")
+        add("on a CPU with bf16 in hardware, bf16 autocast (about twice as fast as fp32 there; not bit-identical to it, `--precision fp32`")
+        add("gives the full-precision result). `--precision auto` picks fp32 on a CPU without it (AVX2 only), where bf16 is emulated and")
+        add("several times slower (`python benchmarks/inference.py --precision bf16` measures it).")
         add("")
     add("## TT-GPR")
     add("")

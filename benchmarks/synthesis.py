@@ -77,18 +77,18 @@ def synthesis_chunk(gen, rng, one_by_one=False, batch=16, chunk_s=0.25):
 
 def make_training_step(patch, batch=16):
     """The step ``mcgenref train segmentor`` takes, on this CPU with all threads: the segmentor
-    U-Net in channels_last, bf16 autocast (``device.autocast_dtype``), ``train.segmentation_loss``,
+    U-Net in channels_last, autocast as ``--precision auto`` picks it (``device.autocast_dtype``), ``train.segmentation_loss``,
     AdamW. Returns (step, description); ``step()`` runs one step and returns its seconds."""
     import torch
 
-    from mcgenref_core.device import autocast_dtype
+    from mcgenref_core.device import autocast_dtype, resolve_precision
     from mcgenref_core.models.unet import UNet
     from mcgenref_core.train import TrainConfig, segmentation_loss
 
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = TrainConfig()
     net = UNet(1, 1, cfg.base_channels, cfg.depth).to(memory_format=torch.channels_last)
-    name = f"mcgenref_core.models.unet.UNet(1, 1, {cfg.base_channels}, {cfg.depth}), bf16 autocast, channels_last"
+    name = f"mcgenref_core.models.unet.UNet(1, 1, {cfg.base_channels}, {cfg.depth}), {resolve_precision('cpu', cfg.precision)}, channels_last"
     amp = autocast_dtype("cpu", cfg.precision)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     x = torch.randn(batch, 1, patch, patch).contiguous(memory_format=torch.channels_last)

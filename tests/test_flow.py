@@ -266,6 +266,7 @@ def test_train_flow_writes_flow_weights_and_resumes_bit_for_bit(tmp_path, val_ba
     assert meta["normalisation"]["data_scale"] == DATA_SCALE and meta["seed"]["sigma_px"] == cfg.seed_sigma_px
     assert meta["training"]["command"] == "test" and meta["training"]["config"]["seed_dropout"] == 0.15
     assert "hardware" in meta["training"] and meta["training"]["train_seconds"] >= 0
+    assert meta["training"]["precision_used"] in ("fp32", "bf16")
     assert isinstance(weights.build_model(), FlowUNet)
     log = [json.loads(line) for line in (tmp_path / "a.safetensors.log.jsonl").read_text().splitlines()]
     assert sum(r["kind"] == "step" for r in log) == 4

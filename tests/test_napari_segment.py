@@ -52,6 +52,7 @@ def test_segment_layer_equals_the_core_and_carries_the_record(viewer_with_sample
     record = labels.metadata["record"]
     assert record["settings"] == InferenceConfig(device="cpu", batch_size=4).to_dict()
     assert record["run"]["device_used"] == "cpu" and "device used: cpu" in widget.device_label.text()
+    assert record["run"]["precision_used"] in widget.device_label.text()
     assert len(record["mcs"]) == int(labels.data.max()) == len(expected.record["mcs"])
     clusters = viewer.layers["mdb209 clusters"]
     assert len(clusters.data) == len(expected.record["clusters"])

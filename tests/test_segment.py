@@ -9,6 +9,7 @@ import pytest
 import tifffile
 
 from mcgenref_core.cli import main
+from mcgenref_core.device import resolve_precision
 from mcgenref_core.errors import InputError
 from mcgenref_core.io import Mammogram, read_mammogram
 from mcgenref_core.models.weights import default_weights_name, registry, resolve_weights
@@ -79,6 +80,7 @@ def test_cli_segment_writes_the_contract_outputs(tmp_path, capsys):
     assert labels.dtype == np.uint16 and prob.dtype == np.float32
     record = json.loads((out / "mdb209.json").read_text())
     assert record["weights"]["sha256"] and record["run"]["device_used"] == "cpu"
+    assert record["run"]["precision"] == "auto" and record["run"]["precision_used"] == resolve_precision("cpu", "auto")
     assert len(record["mcs"]) == int(labels.max())
     for mc in record["mcs"]:
         r, c = (int(round(v)) for v in mc["centroid_rc"])

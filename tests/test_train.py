@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mcgenref_core.device import resolve_precision
 from mcgenref_core.errors import InputError
 from mcgenref_core.models.weights import load_weights
 from mcgenref_core.synth import SynthesisConfig
@@ -126,6 +127,7 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path):
     meta = a.metadata
     assert meta["working_pixel_size_mm"] == 0.2 and meta["kind"] == "segmentor"
     assert meta["training"]["train_backgrounds"] == ["mdb003.pgm"] and meta["training"]["val_backgrounds"] == ["mdb007.pgm"]
+    assert meta["training"]["precision_used"] == resolve_precision("cpu", meta["training"]["config"]["precision"])
     log = [json.loads(line) for line in (tmp_path / "a.safetensors.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r["kind"] == "step"] == list(range(1, 7))
     assert [r["step"] for r in log if r["kind"] == "val"] == [3, 6]

@@ -28,7 +28,7 @@ class InferenceConfig(StepConfig):
 
     weights: str | None = field(default=None, metadata={"help": "weights file or bundled name; default chosen by pixel size"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CPU/CUDA), fp32, bf16 or fp16"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA and on CPUs with bf16 in hardware, fp16 on MPS, else fp32), fp32, bf16 or fp16"})
     tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
     overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
     batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
@@ -89,7 +89,7 @@ def segment_steps(
     ``RefineConfig``) runs TT-GPR on the logits when given and enabled.
     """
     from .breast import breast_mask
-    from .device import dihedral_average, make_predictor, resolve_device
+    from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
     from .intensity import resample, resample_to_spacing, robust_normalize
     from .models.weights import resolve_weights
     from .postprocess import cluster_mcs, describe_mcs, label_mcs
@@ -152,7 +152,7 @@ def segment_steps(
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view},
         "settings": config.to_dict(),
-        "run": {"device_used": device, "threshold_used": threshold, "threshold_source": threshold_source, "precision": config.precision},
+        "run": {"device_used": device, "threshold_used": threshold, "threshold_source": threshold_source, "precision": config.precision, "precision_used": resolve_precision(device, config.precision)},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),

@@ -63,7 +63,7 @@ class TrainConfig(StepConfig):
     val_patches: int = field(default=96, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CPU/CUDA), fp32, bf16"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA and on CPUs with bf16 in hardware, else fp32), fp32, bf16"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     workers: int = field(default=0, metadata={"help": "synthesis worker processes (0 = synthesise in the training process); the batches are the same either way"})
     seed: int = field(default=0, metadata={"help": "random seed (data, initialisation)"})
@@ -256,7 +256,7 @@ def train_segmentor_steps(
     """
     import torch
 
-    from .device import autocast_dtype, resolve_device
+    from .device import autocast_dtype, resolve_device, resolve_precision
     from .models.unet import UNet
     from .synth.config import SynthesisConfig
 
@@ -367,6 +367,7 @@ def train_segmentor_steps(
             "train_backgrounds": [Path(f).name for f in train_files],
             "val_backgrounds": [Path(f).name for f in val_files],
             "hardware": _hardware(device),
+            "precision_used": resolve_precision(device, train.precision),
             "train_seconds": round(elapsed_before + time.time() - started, 1),
             "final_validation": best_val,
             **init,

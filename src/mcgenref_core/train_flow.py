@@ -71,7 +71,7 @@ class FlowTrainConfig(StepConfig):
     val_pairs: int = field(default=64, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CPU/CUDA), fp32, bf16"})
+    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA and on CPUs with bf16 in hardware, else fp32), fp32, bf16"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     workers: int = field(default=0, metadata={"help": "synthesis worker processes (0 = synthesise in the training process); the batches are the same either way"})
     seed: int = field(default=0, metadata={"help": "random seed (data, noise, initialisation)"})
@@ -311,7 +311,7 @@ def train_flow_steps(
     """
     import torch
 
-    from .device import autocast_dtype, resolve_device
+    from .device import autocast_dtype, resolve_device, resolve_precision
     from .flow import NULL_SEED
     from .models.flow import FlowUNet
     from .synth.config import SynthesisConfig
@@ -414,6 +414,7 @@ def train_flow_steps(
             "train_backgrounds": [Path(f).name for f in train_files],
             "val_backgrounds": [Path(f).name for f in val_files],
             "hardware": _hardware(device),
+            "precision_used": resolve_precision(device, train.precision),
             "train_seconds": round(elapsed_before + time.time() - started, 1),
             "final_validation": last_val,
             **init,

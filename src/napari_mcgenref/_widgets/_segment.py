@@ -284,7 +284,9 @@ class SegmentWidget(QWidget):
         self.last_stem = source["stem"]
         self.save_results_button.setEnabled(True)
         record = result.record
-        self.device_label.setText(f"device used: {record['run']['device_used']}")
+        run = record["run"]
+        used = run["device_used"] + (f", {run['precision_used']}" if run.get("precision_used") else "")
+        self.device_label.setText(f"device used: {used}")
         self.device_label.setStyleSheet("")
         self.runner.status.setText(describe_run(record))
 
