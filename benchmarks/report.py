@@ -715,7 +715,10 @@ def run(data: Path, out: Path, quick: bool, pairs: int, skip_timing: bool = Fals
     timing = None if skip_timing else timing_section(data, quick)
     import torch
 
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used"
+    from mcgenref_core.device import resolve_precision
+
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used, "
+               f"{resolve_precision('cpu', 'auto')} (`--precision auto` on this CPU)")
     results: dict = {"date": datetime.date.today().isoformat(), "machine": machine, "config": config, "timing": timing}
     print(f"timing done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="mcgenref-report-") as work:
