@@ -30,6 +30,7 @@ from mcgenref_core.batch import (
     read_list,
     read_summary,
     remove_stale_temporaries,
+    remove_temporaries_of,
     run_batch,
     summary_csv,
     threads_per_task,
@@ -392,7 +393,11 @@ def test_run_batch_with_a_callers_client_matches_the_cli(reference, cohort, thre
     listing.write_text("path,pixel_size_mm\n" + "".join(f"{j.path},{j.pixel_size_mm or ''}\n" for j in picked))
     events = []
     config = BatchConfig(inputs=(str(listing),), out=str(tmp_path / "api"), settings=BatchConfig().settings.replace(device="cpu"), torch_threads=1)
+    (tmp_path / "api").mkdir()
+    for left in (".summary.csv.k1ll3d.tmp", ".batch.json.k1ll3d.tmp"):  # what a run killed while writing them leaves
+        (tmp_path / "api" / left).write_text("half")
     summary = run_batch(config, client=thread_client, progress=events.append)
+    assert not list((tmp_path / "api").glob(".*.tmp"))
     assert summary.counts == {"ok": 3, "skipped": 0, "error": 1, "pending": 0}
     assert [r["stem"] for r in summary.failed] == ["noise"]
     assert events[-1].done == events[-1].total == 4 and all(e.stage == "batch" for e in events)
@@ -488,6 +493,9 @@ def test_summary_csv_and_stale_temporaries(tmp_path):
     (tmp_path / ".ab.labels.tif.abc123.tmp").write_bytes(b"other stem")
     assert remove_stale_temporaries(tmp_path, "a", "tif") == 1
     assert [p.name for p in tmp_path.iterdir()] == [".ab.labels.tif.abc123.tmp"]
+    (tmp_path / ".summary.csv.abc123.tmp").mkdir()
+    assert remove_temporaries_of(tmp_path / "summary.csv") == 1 and remove_temporaries_of(tmp_path / "ab.labels.tif") == 1
+    assert not list(tmp_path.iterdir())
 
 
 def test_sigterm_becomes_an_interrupt_only_while_a_batch_runs():

@@ -325,16 +325,22 @@ def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str) -> dict[str, A
 
 def remove_stale_temporaries(out_dir: str | os.PathLike, stem: str, fmt: str) -> int:
     """Delete temporaries an interrupted writer left for ``stem`` (``.NAME.*.tmp``); count them."""
+    return sum(remove_temporaries_of(target) for target in output_paths(out_dir, stem, fmt).values())
+
+
+def remove_temporaries_of(target: str | os.PathLike) -> int:
+    """Delete what interrupted atomic writes of the file ``target`` left beside it
+    (``.NAME.*.tmp`` files or folders); count them."""
     import shutil
 
+    target = Path(target)
     removed = 0
-    for target in output_paths(out_dir, stem, fmt).values():
-        for tmp in target.parent.glob(f".{_glob_escape(target.name)}.*.tmp"):
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
-            removed += 1
+    for tmp in target.parent.glob(f".{_glob_escape(target.name)}.*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        removed += 1
     return removed
 
 
@@ -556,6 +562,8 @@ def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, No
 
     ensure_folder(out_dir)
     summary_path = out_dir / "summary.csv"
+    for own_file in (out_dir / "batch.json", summary_path):  # a run killed while writing them left these
+        remove_temporaries_of(own_file)
     _save_config(config, out_dir)
 
     rows: list[dict[str, Any]] = [make_row(j, "pending") for j in jobs]

@@ -1,6 +1,6 @@
 """Atomic writers: every output appears whole or not at all.
 
-Each writer writes to a temporary sibling (``.name.tmp-<pid>``) and renames it into place, so
+Each writer writes to a temporary sibling (``.NAME.<random>.tmp``) and renames it into place, so
 an interrupted run never leaves a half-written file under the final name.
 """
 
