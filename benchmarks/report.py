@@ -553,7 +553,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("")
         load = f"load average {timing['load_before'][0]:.1f} before, {timing['load_after'][0]:.1f} after"
         add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
-        precision = timing.get("precision", "bf16")
+        precision = timing["precision"]
         add(f"2 torch threads, {precision} (`--precision auto` on this CPU) + channels_last, tile 256, overlap 0.25, batch 8." + (f" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our {precision} predictor inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
         add("")
         if timing["monai"]:

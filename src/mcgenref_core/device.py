@@ -10,6 +10,8 @@ import numpy as np
 from .errors import InputError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: What ``--precision auto`` picks (:func:`resolve_precision`), for the settings' help texts.
+AUTO_PRECISION = "bf16 on CUDA and on CPUs with bf16 in hardware, fp16 on MPS, else fp32"
 
 
 def resolve_device(choice: str = "auto") -> str:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .config import StepConfig
+from .device import AUTO_PRECISION
 from .errors import InputError
 
 
@@ -77,7 +78,7 @@ class RefineConfig(StepConfig):
     use_dice: bool = _f(False, "add the soft-Dice consistency term (the second reading of 'overlap')")
     fit_at_operating_point: bool = _f(True, "read probabilities relative to the segmentor's operating threshold τ: the fit and the surrogate use sigmoid(logit - logit τ), so q = 0.5 means 'at τ' (a synthetic-only segmentor's raw probabilities are saturated; off: raw sigmoid)")
     output_threshold: float | None = _f(None, "probability at which the refined map is read into MCs; default: the threshold calibrated for this segmentor and flow on held-out normals (`mcgenref train calibrate FLOW`), else the segmentor's operating threshold")
-    precision: str = _f("auto", "auto (as segment: bf16 on CUDA and on CPUs with bf16 in hardware, else fp32), fp32, bf16 or fp16 for the networks")
+    precision: str = _f("auto", f"auto ({AUTO_PRECISION}), fp32, bf16 or fp16 for the networks")
     seed: int = _f(0, "random seed of the projection noise")
 
     def validate(self) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._version import __version__
 from .config import StepConfig
+from .device import AUTO_PRECISION
 from .errors import InputError
 from .io import Mammogram
 
@@ -28,7 +29,7 @@ class InferenceConfig(StepConfig):
 
     weights: str | None = field(default=None, metadata={"help": "weights file or bundled name; default chosen by pixel size"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA and on CPUs with bf16 in hardware, fp16 on MPS, else fp32), fp32, bf16 or fp16"})
+    precision: str = field(default="auto", metadata={"help": f"auto ({AUTO_PRECISION}), fp32, bf16 or fp16"})
     tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
     overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
     batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})

@@ -22,6 +22,7 @@ import numpy as np
 
 from ._version import __version__
 from .config import StepConfig
+from .device import AUTO_PRECISION
 from .errors import InputError
 from .train import (
     REGIME_PIXEL_SIZE_MM,
@@ -71,7 +72,7 @@ class FlowTrainConfig(StepConfig):
     val_pairs: int = field(default=64, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    precision: str = field(default="auto", metadata={"help": "auto (bf16 autocast on CUDA and on CPUs with bf16 in hardware, else fp32), fp32, bf16"})
+    precision: str = field(default="auto", metadata={"help": f"auto ({AUTO_PRECISION}), fp32, bf16"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch's default)"})
     workers: int = field(default=0, metadata={"help": "synthesis worker processes (0 = synthesise in the training process); the batches are the same either way"})
     seed: int = field(default=0, metadata={"help": "random seed (data, noise, initialisation)"})
