@@ -60,7 +60,8 @@ def segmentor_probabilities(images: np.ndarray, weights, tta: bool = False) -> d
     if tta:
         predict = dihedral_average(predict)
     logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, len(images), 16)])
-    threshold, _source = operating_threshold(InferenceConfig(tta=tta), weights)
+    # patch scores read one threshold: the anchored pair (film) is a cluster-level reading
+    threshold, _source = operating_threshold(InferenceConfig(tta=tta, cluster_anchor=False), weights)
     return {"prob": (1 / (1 + np.exp(-logits))).astype(np.float32), "threshold": threshold}
 
 
@@ -81,13 +82,15 @@ def synthetic_scores(regime: str, data: Path, n: int, patch: int, weights_name: 
 
 
 def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = None, max_images: int | None = None,
-                  refine_config=None, tta: bool = False) -> dict:
+                  refine_config=None, tta: bool = False, cluster_anchor: bool = True) -> dict:
     """Cluster sensitivity on the located dev circles and FP clusters per validation normal.
 
     ``out_dir`` also writes each segmentation there (the files of ``mcgenref segment``);
     ``max_images`` takes only the first CALC images and validation normals (a smoke run);
     ``refine_config`` (a ``RefineConfig``) runs TT-GPR after the base segmentation; ``tta``
-    segments with test-time augmentation (``segment --tta``).
+    segments with test-time augmentation (``segment --tta``); ``cluster_anchor=False`` reads
+    at the weights' single threshold even where they hold an anchored pair
+    (``segment --no-cluster-anchor``).
     """
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.io.results import write_segmentation
@@ -98,7 +101,7 @@ def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = N
     mias = data / "mias-dev"
     rows = read_mias_info(mias / "Info.txt")
     weights = resolve_weights(weights_name, "segmentor", 0.2)
-    config = InferenceConfig(device="cpu", tta=tta)
+    config = InferenceConfig(device="cpu", tta=tta, cluster_anchor=cluster_anchor)
     circles: dict[str, list] = {}
     for r in rows:
         if r.cls == "CALC" and r.has_circle:
@@ -136,6 +139,7 @@ def mias_clusters(data: Path, weights_name: str | None, out_dir: Path | None = N
         "fp_components_per_cm2_val_normals": fp_components / area_cm2,
         "clusters_outside_circles_on_calc_images": outside, "calc_images": len(per_image),
         "per_image": per_image, "threshold": result.record["run"].get("threshold_used"),
+        "anchor": result.record["run"].get("anchor_threshold_used"),
         "seconds": time.perf_counter() - start,
     }
 

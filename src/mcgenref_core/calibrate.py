@@ -6,6 +6,14 @@ validation normals (never training backgrounds), and take the lowest threshold o
 at which the false positives stay under a target, counted as clusters per image (film) or as
 components per cm² of breast (digital). The choice and the table behind it go into the
 weights' metadata.
+
+A second, optional reading (``--anchor``) uses two thresholds: MCs down to a lower threshold, a
+fainter MC kept only inside a cluster whose brightest MC reaches a higher one, the anchor
+(:func:`~mcgenref_core.postprocess.anchored_components`). The pair is chosen on the same normals
+and on synthetic clusters drawn into them: of the pairs whose false positives on the normals stay
+within the limits, the one that finds the most synthetic clusters. The single threshold is the
+pair's diagonal (anchor = threshold), so the anchored reading never finds fewer synthetic clusters
+than the single one at the same limits.
 """
 
 from __future__ import annotations
@@ -13,10 +21,13 @@ from __future__ import annotations
 import os
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from .errors import InputError
+
+T = TypeVar("T")
 
 #: thresholds tried, as logits (p = sigmoid): about 0.018 ... 1 - 1.1e-7
 LOGIT_GRID = np.arange(-4.0, 16.01, 0.5)
@@ -30,6 +41,95 @@ class NormalResponse:
     breast_cm2: float
     components: np.ndarray  # (len(LOGIT_GRID),) int, MCs found at each threshold
     clusters: np.ndarray  # (len(LOGIT_GRID),) int, clusters found at each threshold
+    anchored_components: np.ndarray | None = None  # (L, L) int, [threshold, anchor] on LOGIT_GRID
+    anchored_clusters: np.ndarray | None = None  # (L, L) int, the same for clusters
+
+
+#: synthetic pairs the anchored calibration draws into the normals (count, patch edge in working px, seed)
+ANCHOR_SYNTHETIC_PAIRS, ANCHOR_SYNTHETIC_PATCH_PX, ANCHOR_SYNTHETIC_SEED = 256, 256, 7
+
+
+def grid_probabilities() -> np.ndarray:
+    """(len(LOGIT_GRID),) float64: the grid's logits as probabilities."""
+    return 1.0 / (1.0 + np.exp(-LOGIT_GRID))
+
+
+def _components(prob: np.ndarray, threshold: float, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray]:
+    """Components of ``label_mcs`` at ``threshold``: (n,) highest probabilities, (n, 2) centroids px."""
+    from scipy import ndimage
+
+    from .postprocess import label_mcs
+
+    labels = label_mcs(prob, threshold, config.min_area_mm2, pixel_size_mm, config.max_area_mm2)
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros(0), np.zeros((0, 2))
+    ids = np.arange(1, n + 1)
+    scores = np.asarray(ndimage.maximum(prob, labels, ids), np.float64)
+    centroids = np.asarray(ndimage.center_of_mass(np.ones(prob.shape, np.float32), labels, ids), np.float64).reshape(-1, 2)
+    return scores, centroids
+
+
+def _groups(centroids: np.ndarray, scores: np.ndarray, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Single-linkage groups of components: (n,) group index, (g,) sizes, (g,) brightest score."""
+    from .evaluation.clusters import single_linkage
+
+    groups = single_linkage(centroids * pixel_size_mm, config.cluster_link_mm)
+    sizes = np.bincount(groups)
+    group_max = np.full(sizes.size, -np.inf)
+    np.maximum.at(group_max, groups, scores)
+    return groups, sizes, group_max
+
+
+def anchored_false_positives(prob: np.ndarray, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray]:
+    """MCs and clusters the anchored reading finds at every (threshold, anchor) of the grid.
+
+    ``prob`` (H, W) float32 on the input grid; ``config`` an ``InferenceConfig``. Returns two
+    (L, L) int arrays, L = ``len(LOGIT_GRID)``, indexed [threshold, anchor]; where the anchor is
+    not above the threshold they equal :func:`false_positives_by_threshold`.
+    """
+    probs = grid_probabilities()
+    comps = np.zeros((len(probs), len(probs)), np.int64)
+    clusters = np.zeros_like(comps)
+    for i, threshold in enumerate(probs):
+        scores, centroids = _components(prob, float(threshold), pixel_size_mm, config)
+        if scores.size == 0:
+            break
+        groups, sizes, group_max = _groups(centroids, scores, pixel_size_mm, config)
+        big = sizes >= config.cluster_min_mcs
+        # a component survives an anchor when it, or the cluster it belongs to, reaches it
+        survives_to = np.maximum(scores, np.where(big, group_max, -np.inf)[groups])
+        comps[i] = (survives_to[None, :] >= probs[:, None]).sum(1)
+        clusters[i] = (group_max[big][None, :] >= probs[:, None]).sum(1)
+    return comps, clusters
+
+
+def anchored_cluster_hits(prob: np.ndarray, circles: np.ndarray, pixel_size_mm: float, config) -> np.ndarray:
+    """(L, L) int: true clusters found at every (threshold, anchor) of the grid on one patch.
+
+    ``prob`` (H, W) float32; ``circles`` (m, 3) true clusters (row, col, radius px, from
+    :func:`~mcgenref_core.evaluation.clusters.truth_cluster_circles`). A true cluster is found
+    when the centre of a predicted cluster whose brightest member reaches the anchor lies in it.
+    """
+    from .evaluation.clusters import in_circles
+
+    probs = grid_probabilities()
+    found = np.zeros((len(probs), len(probs)), np.int64)
+    if len(circles) == 0:
+        return found
+    for i, threshold in enumerate(probs):
+        scores, centroids = _components(prob, float(threshold), pixel_size_mm, config)
+        if scores.size == 0:
+            break
+        groups, sizes, group_max = _groups(centroids, scores, pixel_size_mm, config)
+        big = np.flatnonzero(sizes >= config.cluster_min_mcs)
+        if big.size == 0:
+            continue
+        centres = np.stack([centroids[groups == g].mean(0) for g in big])
+        inside = in_circles(centres, circles)  # (clusters, circles)
+        best = np.where(inside, group_max[big][:, None], -np.inf).max(0)  # brightest cluster in each circle
+        found[i] = (best[None, :] >= probs[:, None]).sum(1)
+    return found
 
 
 def false_positives_by_threshold(prob: np.ndarray, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray]:
@@ -60,9 +160,11 @@ def normal_responses(
     device: str = "auto",
     refine_config=None,
     tta: bool = False,
+    anchored: bool = False,
 ) -> Generator[int, None, list[NormalResponse]]:
     """Segment each normal once (with TT-GPR when ``refine_config`` is given, with test-time
-    augmentation when ``tta``); yields the count done, returns its FPs at every threshold."""
+    augmentation when ``tta``); yields the count done, returns its FPs at every threshold
+    (and with ``anchored`` at every pair of the anchored reading too)."""
     from .io import read_mammogram
     from .segment import InferenceConfig, segment_steps
     from .steps import run_to_end
@@ -78,7 +180,8 @@ def normal_responses(
         result = run_to_end(segment_steps(mammo, config, weights=weights, refine_config=refine_config))
         comps, clusters = false_positives_by_threshold(result.prob, mammo.pixel_size_mm, config)
         area = float(result.breast.sum()) * mammo.pixel_size_mm**2 / 100.0
-        responses.append(NormalResponse(mammo.stem, area, comps, clusters))
+        pairs = anchored_false_positives(result.prob, mammo.pixel_size_mm, config) if anchored else (None, None)
+        responses.append(NormalResponse(mammo.stem, area, comps, clusters, *pairs))
         yield i + 1
     return responses
 
@@ -122,6 +225,108 @@ def calibration_metadata(responses: list[NormalResponse], limits: dict[str, floa
             f"calibration{suffix}": {"normals": [r.name for r in responses], "chosen": chosen, "table": table}}
 
 
+def synthetic_cluster_hits(
+    weights,
+    normals: Sequence[str | os.PathLike],
+    pixel_size_mm: float | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    n: int = ANCHOR_SYNTHETIC_PAIRS,
+    patch_px: int = ANCHOR_SYNTHETIC_PATCH_PX,
+    seed: int = ANCHOR_SYNTHETIC_SEED,
+) -> Generator[int, None, tuple[np.ndarray, int]]:
+    """Synthetic clusters found by the anchored reading at every grid pair.
+
+    Draws ``n`` synthetic pairs (default synthesis, every patch positive, ``patch_px`` working
+    pixels, ``numpy`` seed ``seed``) into ``normals``, scores them with the segmentor (with
+    test-time augmentation when ``tta``), and counts per (threshold, anchor) the true clusters
+    found (:func:`anchored_cluster_hits`). Yields the count of pairs done; returns the (L, L)
+    int counts and the number of true clusters.
+    """
+    from .device import dihedral_average, make_predictor, resolve_device
+    from .evaluation.clusters import truth_cluster_circles
+    from .evaluation.mc import label_centroids
+    from .metrics import component_labels
+    from .segment import InferenceConfig
+    from .synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+
+    spacing = weights.working_pixel_size_mm
+    sampler = BackgroundSampler([str(p) for p in normals], spacing, pixel_size_mm=pixel_size_mm, split="all")
+    generator = SyntheticPairGenerator(SynthesisConfig(patch_px=patch_px, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
+    predict = make_predictor(weights.build_model(), resolve_device(device))
+    if tta:
+        predict = dihedral_average(predict)
+    config = InferenceConfig()
+    rng = np.random.default_rng(seed)
+    found = np.zeros((len(LOGIT_GRID), len(LOGIT_GRID)), np.int64)
+    total = done = 0
+    while done < n:
+        images, masks = generator.batch(min(16, n - done), rng)
+        prob = 1.0 / (1.0 + np.exp(-np.clip(predict(images), -60, 60)))
+        for p, m in zip(prob.astype(np.float32), masks):
+            labels, k = component_labels(m)
+            circles = truth_cluster_circles(label_centroids(labels, k), spacing, config.cluster_link_mm, config.cluster_min_mcs)
+            found += anchored_cluster_hits(p, circles, spacing, config)
+            total += len(circles)
+        done += len(images)
+        yield done
+    return found, total
+
+
+def choose_anchored_pair(fp_clusters: np.ndarray, fp_components: np.ndarray, found: np.ndarray, limits: dict[str, float]) -> tuple[int, int, bool]:
+    """Grid indices (threshold, anchor) of the anchored reading to use, and whether limits are met.
+
+    ``fp_clusters`` per image and ``fp_components`` per cm² on the normals and ``found``
+    synthetic clusters: (L, L) arrays indexed [threshold, anchor]. Among pairs with the anchor at
+    or above the threshold that meet ``limits`` (keys as in :func:`choose_threshold`), the most
+    synthetic clusters found; ties go to fewer false clusters, then the higher anchor, then the
+    higher threshold. With no pair within the limits, the highest threshold.
+    """
+    rates = {"fp_clusters_per_image": fp_clusters, "fp_components_per_cm2": fp_components}
+    size = found.shape[0]
+    ok = np.triu(np.ones((size, size), bool))
+    for key, limit in limits.items():
+        ok &= rates[key] <= limit + 1e-12
+    if not ok.any():
+        return size - 1, size - 1, False
+    rows, cols = np.nonzero(ok)
+    order = np.lexsort((-rows, -cols, fp_clusters[rows, cols], -found[rows, cols]))
+    return int(rows[order[0]]), int(cols[order[0]]), True
+
+
+def anchored_calibration_metadata(responses: list[NormalResponse], found: np.ndarray, total: int, limits: dict[str, float],
+                                  synthetic: dict, suffix: str = "") -> dict:
+    """The ``anchored_threshold`` and ``calibration_anchored`` entries of a segmentor's metadata
+    (``suffix`` ``"_tta"`` for a calibration with test-time augmentation): the chosen pair and
+    the full grid behind it (false clusters per normal, false MCs per cm², synthetic clusters
+    found), with the single-threshold choice (the diagonal) beside it for comparison."""
+    area = sum(r.breast_cm2 for r in responses)
+    fp_clusters = np.sum([r.anchored_clusters for r in responses], axis=0) / max(len(responses), 1)
+    fp_components = np.sum([r.anchored_components for r in responses], axis=0) / max(area, 1e-9)
+    sensitivity = found / max(total, 1)
+    i, a, met = choose_anchored_pair(fp_clusters, fp_components, found, limits)
+    diagonal = np.eye(found.shape[0], dtype=bool)
+    j, _, single_met = choose_anchored_pair(np.where(diagonal, fp_clusters, np.inf), fp_components, found, limits)
+    probs = grid_probabilities()
+
+    def row(t: int, k: int) -> dict:
+        return {"logit": float(LOGIT_GRID[t]), "threshold": float(probs[t]), "anchor_logit": float(LOGIT_GRID[k]), "anchor": float(probs[k]),
+                "fp_clusters_per_image": float(fp_clusters[t, k]), "fp_components_per_cm2": float(fp_components[t, k]),
+                "synthetic_cluster_sensitivity": float(sensitivity[t, k])}
+
+    return {
+        f"anchored_threshold{suffix}": {"threshold": float(probs[i]), "anchor": float(probs[a])},
+        f"calibration_anchored{suffix}": {
+            "normals": [r.name for r in responses], "limits": dict(limits), "synthetic": {**synthetic, "clusters": int(total)},
+            "chosen": {**row(i, a), "met": met}, "single_threshold": {**row(j, j), "met": single_met},
+            "logits": [float(x) for x in LOGIT_GRID],
+            "fp_clusters_per_image": np.round(fp_clusters, 4).tolist(),
+            "fp_components_per_cm2": np.round(fp_components, 4).tolist(),
+            "synthetic_cluster_sensitivity": np.round(sensitivity, 4).tolist(),
+        },
+    }
+
+
 def calibrate_weights_steps(
     path: str | os.PathLike,
     normals: Sequence[str | os.PathLike],
@@ -130,6 +335,8 @@ def calibrate_weights_steps(
     device: str = "auto",
     out: str | os.PathLike | None = None,
     tta: bool = False,
+    anchor: bool = False,
+    synthetic_pairs: int = ANCHOR_SYNTHETIC_PAIRS,
 ) -> Generator[int, None, dict]:
     """Choose the operating threshold of the segmentor weights at ``path`` on ``normals``.
 
@@ -138,8 +345,13 @@ def calibrate_weights_steps(
     ``out`` (default: ``path`` itself) with ``operating_threshold`` and ``calibration`` in
     their metadata; with ``tta``, segments with test-time augmentation and stores
     ``operating_threshold_tta`` and ``calibration_tta`` instead (the plain threshold is kept).
-    Returns the chosen row. The normals must be images the model never trained on: a file
-    listed among the weights' training backgrounds is refused.
+    With ``anchor``, also chooses the anchored pair (module docstring) on the same normals and
+    ``synthetic_pairs`` synthetic pairs drawn into them, stored as
+    ``anchored_threshold[_tta]`` and ``calibration_anchored[_tta]``; it then yields the normals
+    done followed by the normals plus synthetic pairs done.
+    Returns the chosen row (with ``anchored``: the chosen pair's row, when ``anchor``). The
+    normals must be images the model never trained on: a file listed among the weights'
+    training backgrounds is refused.
     """
     from .models.weights import load_weights, save_weights
 
@@ -147,11 +359,30 @@ def calibrate_weights_steps(
     if weights.kind != "segmentor":
         raise InputError(path, f"is {weights.kind} weights; only a segmentor has an operating threshold")
     _refuse_training_backgrounds(normals, [weights])
-    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device, tta=tta)
+    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device, tta=tta, anchored=anchor)
     suffix = "_tta" if tta else ""
     metadata = {**weights.metadata, **calibration_metadata(responses, limits, suffix)}
+    chosen = dict(metadata[f"calibration{suffix}"]["chosen"])
+    if anchor:
+        steps = synthetic_cluster_hits(weights, normals, pixel_size_mm, device, tta, n=synthetic_pairs)
+        found, total = yield from _offset(steps, len(responses))
+        synthetic = {"pairs": synthetic_pairs, "patch_px": ANCHOR_SYNTHETIC_PATCH_PX, "seed": ANCHOR_SYNTHETIC_SEED,
+                     "synthesis": "SynthesisConfig defaults at the working pixel size, every patch positive"}
+        metadata.update(anchored_calibration_metadata(responses, found, total, limits, synthetic, suffix))
+        entry = metadata[f"calibration_anchored{suffix}"]
+        chosen["anchored"] = {**entry["chosen"], "single_threshold_sensitivity": entry["single_threshold"]["synthetic_cluster_sensitivity"]}
     save_weights(out or path, weights.state_dict, metadata)
-    return metadata[f"calibration{suffix}"]["chosen"]
+    return chosen
+
+
+def _offset(steps: Generator[int, None, T], offset: int) -> Generator[int, None, T]:
+    """Relay a counting generator with ``offset`` added to each count; return its result."""
+    while True:
+        try:
+            count = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield count + offset
 
 
 def calibrate_refined_threshold_steps(

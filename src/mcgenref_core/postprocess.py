@@ -67,6 +67,49 @@ def label_mcs(prob: np.ndarray, threshold: float, min_area_mm2: float, pixel_siz
     return out.astype(np.uint16 if out.max() <= np.iinfo(np.uint16).max else np.uint32)
 
 
+def anchored_components(scores: np.ndarray, centroids_rc: np.ndarray, anchor: float, pixel_size_mm: float,
+                        link_mm: float = 5.0, min_mcs: int = 3) -> np.ndarray:
+    """Which components the cluster anchor keeps: (n,) bool.
+
+    ``scores`` (n,) float, each component's highest probability; ``centroids_rc`` (n, 2) px.
+    A component reaching ``anchor`` is always kept; a fainter one only as a member of a
+    cluster (single linkage at ``link_mm`` mm, at least ``min_mcs`` members, counted among
+    all the components given) whose brightest member reaches ``anchor``.
+    """
+    from .evaluation.clusters import single_linkage
+
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    if scores.size == 0:
+        return np.zeros(0, bool)
+    groups = single_linkage(np.asarray(centroids_rc, np.float64).reshape(-1, 2) * pixel_size_mm, link_mm)
+    sizes = np.bincount(groups)
+    group_max = np.full(sizes.size, -np.inf)
+    np.maximum.at(group_max, groups, scores)
+    anchored_group = (sizes >= min_mcs) & (group_max >= anchor)
+    return (scores >= anchor) | anchored_group[groups]
+
+
+def keep_anchored(labels: np.ndarray, prob: np.ndarray, anchor: float, pixel_size_mm: float,
+                  link_mm: float = 5.0, min_mcs: int = 3) -> np.ndarray:
+    """``labels`` with the components :func:`anchored_components` drops removed, renumbered 1..k.
+
+    ``labels`` (H, W) uint16/uint32 from :func:`label_mcs` at the (lower) operating threshold;
+    ``prob`` (H, W) float32 on the same grid; ``anchor`` a probability. Same shape and dtype.
+    """
+    from scipy import ndimage
+
+    n = int(labels.max())
+    if n == 0:
+        return labels
+    ids = np.arange(1, n + 1)
+    scores = np.asarray(ndimage.maximum(prob, labels, ids), np.float64)
+    centroids = np.asarray(ndimage.center_of_mass(np.ones(prob.shape, np.float32), labels, ids), np.float64).reshape(-1, 2)
+    keep = anchored_components(scores, centroids, anchor, pixel_size_mm, link_mm, min_mcs)
+    remap = np.zeros(n + 1, np.int64)
+    remap[1:][keep] = np.arange(1, int(keep.sum()) + 1)
+    return remap[labels].astype(labels.dtype)
+
+
 def describe_mcs(labels: np.ndarray, prob: np.ndarray, pixel_size_mm: float) -> list[Detection]:
     """One :class:`Detection` per label id: centroid (px), area (mm²), score = max prob."""
     from scipy import ndimage

@@ -34,6 +34,8 @@ class InferenceConfig(StepConfig):
     overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
     batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
     threshold: float | None = field(default=None, metadata={"help": "MC probability threshold; default: the weights' operating point"})
+    cluster_anchor: bool = field(default=True, metadata={"help": "read at the weights' calibrated anchored pair when they hold one: MCs down to its lower threshold, a fainter MC kept only inside a cluster whose brightest MC reaches its anchor"})
+    anchor_threshold: float | None = field(default=None, metadata={"help": "probability a cluster's brightest MC must reach for fainter MCs in it to count (only when above the threshold in use); default: the weights' calibrated anchor"})
     tta: bool = field(default=False, metadata={"help": "average the logits over the 8 flips and quarter turns of each tile (8x the compute; read at the weights' own TTA threshold)"})
     min_area_mm2: float = field(default=0.0, metadata={"help": "drop MCs smaller than this (mm²)"})
     max_area_mm2: float = field(default=2.0, metadata={"help": "drop components larger than this (mm²): not MCs"})
@@ -53,6 +55,8 @@ class InferenceConfig(StepConfig):
             raise InputError("--batch-size", "batch size must be at least 1")
         if self.threshold is not None and not 0 < self.threshold < 1:
             raise InputError("--threshold", f"threshold must be a probability in (0, 1), got {self.threshold}")
+        if self.anchor_threshold is not None and not 0 < self.anchor_threshold < 1:
+            raise InputError("--anchor-threshold", f"anchor must be a probability in (0, 1), got {self.anchor_threshold}")
         if self.cluster_min_mcs < 1 or self.cluster_link_mm <= 0:
             raise InputError("--cluster-min-mcs", "cluster settings must be positive")
 
@@ -93,7 +97,7 @@ def segment_steps(
     from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
     from .intensity import resample, resample_to_spacing, robust_normalize
     from .models.weights import resolve_weights
-    from .postprocess import cluster_mcs, describe_mcs, label_mcs
+    from .postprocess import cluster_mcs, describe_mcs, keep_anchored, label_mcs
     from .tiling import iter_tiled_logits
 
     config = config or InferenceConfig()
@@ -144,8 +148,10 @@ def segment_steps(
     prob = resample(prob_w, image.shape, order=1) if prob_w.shape != image.shape else prob_w
     prob = np.clip(prob, 0.0, 1.0).astype(np.float32)
     prob[~breast] = 0.0
-    threshold, threshold_source = operating_threshold(config, weights, refine_record)
+    threshold, anchor, threshold_source = reading_thresholds(config, weights, refine_record)
     labels = label_mcs(prob, threshold, config.min_area_mm2, spacing, config.max_area_mm2)
+    if anchor is not None:
+        labels = keep_anchored(labels, prob, anchor, spacing, config.cluster_link_mm, config.cluster_min_mcs)
     mcs = describe_mcs(labels, prob, spacing)
     clusters = cluster_mcs(mcs, spacing, config.cluster_link_mm, config.cluster_min_mcs)
     timings["postprocess_s"] = time.perf_counter() - t3
@@ -153,7 +159,7 @@ def segment_steps(
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view},
         "settings": config.to_dict(),
-        "run": {"device_used": device, "threshold_used": threshold, "threshold_source": threshold_source, "precision": config.precision, "precision_used": resolve_precision(device, config.precision)},
+        "run": {"device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": resolve_precision(device, config.precision)},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),
@@ -166,24 +172,45 @@ def segment_steps(
 
 
 def operating_threshold(config: InferenceConfig, weights, refine_record: dict | None = None) -> tuple[float, str]:
-    """The probability threshold a segmentation is read at, and where it comes from.
+    """The probability threshold MC pixels are read at, and where it comes from
+    (:func:`reading_thresholds` without the anchor)."""
+    threshold, _anchor, source = reading_thresholds(config, weights, refine_record)
+    return threshold, source
 
-    In order: ``config.threshold``; the refined maps' threshold ``refine_steps`` chose (when
-    TT-GPR ran); with ``config.tta``, the weights' ``operating_threshold_tta`` (calibrated with
-    TTA on held-out normals: averaging changes the logits' distribution); the weights'
-    ``operating_threshold``; 0.5.
+
+def reading_thresholds(config: InferenceConfig, weights, refine_record: dict | None = None) -> tuple[float, float | None, str]:
+    """The threshold a segmentation is read at, its cluster anchor (or None), and their source.
+
+    Threshold, in order: ``config.threshold``; the refined maps' threshold ``refine_steps`` chose
+    (when TT-GPR ran); with ``config.cluster_anchor`` and no ``config.anchor_threshold``, the
+    weights' calibrated anchored pair (``anchored_threshold_tta`` with ``config.tta``, else
+    ``anchored_threshold``: its lower threshold and its anchor); with ``config.tta``, the weights'
+    ``operating_threshold_tta`` (calibrated with TTA on held-out normals: averaging changes the
+    logits' distribution); the weights' ``operating_threshold``; 0.5. The anchor is
+    ``config.anchor_threshold`` when given, else the calibrated pair's; it is dropped (None)
+    unless it lies above the threshold, where it changes nothing.
     """
     meta = weights.metadata
+    anchor = config.anchor_threshold
+    pair_key = "anchored_threshold_tta" if config.tta else "anchored_threshold"
+    pair = meta.get(pair_key) if config.cluster_anchor and anchor is None else None
     if config.threshold is not None:
-        return float(config.threshold), "settings"
-    if refine_record and refine_record.get("output_threshold") is not None:
-        return float(refine_record["output_threshold"]), "refine"
-    if config.tta and meta.get("operating_threshold_tta") is not None:
-        return float(meta["operating_threshold_tta"]), "weights (calibrated with TTA)"
-    if meta.get("operating_threshold") is not None:
+        threshold, source = float(config.threshold), "settings"
+    elif refine_record and refine_record.get("output_threshold") is not None:
+        threshold, source, anchor = float(refine_record["output_threshold"]), "refine", None
+    elif pair is not None:
+        threshold, anchor = float(pair["threshold"]), float(pair["anchor"])
+        source = "weights (anchored" + (", calibrated with TTA)" if config.tta else ")")
+    elif config.tta and meta.get("operating_threshold_tta") is not None:
+        threshold, source = float(meta["operating_threshold_tta"]), "weights (calibrated with TTA)"
+    elif meta.get("operating_threshold") is not None:
         note = " (no TTA calibration in these weights)" if config.tta else ""
-        return float(meta["operating_threshold"]), "weights" + note
-    return 0.5, "default"
+        threshold, source = float(meta["operating_threshold"]), "weights" + note
+    else:
+        threshold, source = 0.5, "default"
+    if anchor is not None and anchor <= threshold:
+        anchor = None
+    return threshold, anchor, source
 
 
 def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:

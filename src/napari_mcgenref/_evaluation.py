@@ -41,14 +41,14 @@ def prediction_from_layers(labels_layer: Any, pixel_size_mm: float, prob_layer: 
     ``image_layer`` the breast mask of that image is the evaluation region.
     """
     from mcgenref_core.errors import InputError
-    from mcgenref_core.evaluation.predictions import Prediction
+    from mcgenref_core.evaluation.predictions import Prediction, sweep_threshold
 
     labels = np.squeeze(np.asarray(labels_layer.data))
     if labels.ndim != 2:
         raise InputError(labels_layer.name, f"prediction has shape {labels.shape}; a 2-D Labels layer is needed")
     record = (labels_layer.metadata or {}).get("record") or {}
     settings = record.get("settings") or {}
-    threshold = (record.get("run") or {}).get("threshold_used")
+    threshold = sweep_threshold(record.get("run") or {})
     prob = None
     if prob_layer is not None:
         prob = np.squeeze(np.asarray(prob_layer.data, np.float32))

@@ -84,10 +84,16 @@ def _strip_optional(hint: Any) -> Any:
     return hint
 
 
+#: InferenceConfig fields whose options ``add_segment_options`` spells out (with choices and
+#: metavars); every other field gets its generated ``--field-name`` option
+SEGMENT_OPTIONS_WRITTEN_OUT = ("weights", "device", "tile", "overlap", "batch_size", "threshold", "precision", "min_area_mm2")
+
+
 def add_segment_options(p: argparse.ArgumentParser, format_default: str | None = None, refine_default: bool | None = None) -> None:
     """The options of full-field segmentation that ``segment`` and ``batch`` share: the
     ``InferenceConfig`` settings, ``--format``, ``--refine`` and every ``RefineConfig`` field."""
     from ..refine import RefineConfig
+    from ..segment import InferenceConfig
 
     p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: chosen by pixel size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device (default auto)")
@@ -97,6 +103,7 @@ def add_segment_options(p: argparse.ArgumentParser, format_default: str | None =
     p.add_argument("--threshold", type=float, metavar="P", help="MC probability threshold (default: the weights' operating point)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
     p.add_argument("--min-area-mm2", type=float, metavar="MM2", help="drop MCs smaller than this")
+    add_config_options(p, InferenceConfig, skip=SEGMENT_OPTIONS_WRITTEN_OUT)
     p.add_argument("--format", choices=["tif", "zarr"], default=format_default, help="labels/prob as two TIFFs (default) or one zarr group")
     p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=refine_default, help="run TT-GPR test-time refinement (default: off)")
     add_config_options(p, RefineConfig, skip=("enabled", "precision"))

@@ -59,6 +59,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--target", type=float, metavar="N", help="allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     c.add_argument("--tta", action="store_true", help="segmentor: calibrate the threshold used with test-time augmentation (segment --tta), kept beside the plain one")
+    c.add_argument("--anchor", action="store_true", help="segmentor: also choose the anchored pair (a lower threshold for MCs inside clusters whose brightest MC reaches an anchor) on the normals and on synthetic clusters drawn into them; segment reads with it unless --no-cluster-anchor")
+    c.add_argument("--synthetic-pairs", type=int, default=256, metavar="N", help="with --anchor: synthetic pairs (256² working pixels) drawn into the normals (default 256)")
     c.add_argument("--evidence", action="store_true", help="flow: calibrate the refined maps of TT-GPR with the generator's evidence as surrogate (segment --surrogate evidence, the settings of refine.EVIDENCE_SETTINGS), kept beside the default surrogate's")
     c.add_argument("--out", metavar="WEIGHTS", help="write the calibrated weights here instead")
     add_common_options(c)
@@ -86,6 +88,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(args.weights, "--tta calibrates a segmentor's threshold; these are flow weights (TT-GPR has its own)")
+    if args.anchor and weights.kind != "segmentor":
+        from ..errors import InputError
+
+        raise InputError(args.weights, "--anchor calibrates a segmentor's reading; these are flow weights")
     if args.evidence and weights.kind != "flow":
         from ..errors import InputError
 
@@ -99,12 +105,19 @@ def run_calibrate(args: argparse.Namespace) -> int:
         refine_config = RefineConfig(**EVIDENCE_SETTINGS) if args.evidence else None
         steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, refine_config, pixel, args.device, args.out)
     else:
-        steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta)
+        steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta, anchor=args.anchor,
+                                        synthetic_pairs=args.synthetic_pairs)
     chosen = run_to_end(steps)
     what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold" + (" with TTA" if args.tta else "")
     print(f"{what} {chosen['threshold']:.6g} (logit {chosen['logit']}): "
           f"{chosen['fp_clusters_per_image']:.2f} false clusters per normal, {chosen['fp_components_per_cm2']:.2f} false MCs per cm²"
           + ("" if chosen["met"] else " (limits not met: highest threshold)"))
+    pair = chosen.get("anchored")
+    if pair:
+        print(f"anchored pair: threshold {pair['threshold']:.6g} (logit {pair['logit']}), anchor {pair['anchor']:.6g} (logit {pair['anchor_logit']}): "
+              f"{pair['fp_clusters_per_image']:.2f} false clusters per normal, {pair['fp_components_per_cm2']:.2f} false MCs per cm², "
+              f"{pair['synthetic_cluster_sensitivity']:.3f} of the synthetic clusters found (single threshold: {pair['single_threshold_sensitivity']:.3f})"
+              + ("" if pair["met"] else " (limits not met: highest threshold)"))
     return 0
 
 

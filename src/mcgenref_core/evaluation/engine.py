@@ -348,11 +348,13 @@ def _record_threshold(path: Path | None) -> float | None:
         return None
     import json
 
+    from .predictions import sweep_threshold
+
     try:
-        value = (json.loads(path.read_text(encoding="utf-8")).get("run") or {}).get("threshold_used")
+        run = json.loads(path.read_text(encoding="utf-8")).get("run") or {}
     except (OSError, ValueError):
         return None  # load_prediction reports an unreadable record for its image
-    return float(value) if value is not None else None
+    return sweep_threshold(run)
 
 
 # --- pooling --------------------------------------------------------------------------------

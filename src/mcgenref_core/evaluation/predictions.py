@@ -139,7 +139,7 @@ def load_prediction(files: PredictionFiles, pixel_size_mm: float | None = None, 
         labels=labels,
         pixel_size_mm=float(size),
         prob=prob,
-        threshold=run.get("threshold_used"),
+        threshold=sweep_threshold(run),
         min_area_mm2=float(settings.get("min_area_mm2", 0.0) or 0.0),
         max_area_mm2=settings.get("max_area_mm2", 2.0),
         image_path=image_path,
@@ -182,3 +182,12 @@ def region_for(pred: Prediction, region: str) -> np.ndarray | None:
     if image.shape != pred.shape:
         raise InputError(pred.source, f"prediction has shape {pred.shape[0]}x{pred.shape[1]} but its image {pred.image_path} has {image.shape[0]}x{image.shape[1]}")
     return breast_mask(image.to_numpy(), pred.pixel_size_mm)
+
+
+def sweep_threshold(run: dict) -> float | None:
+    """The threshold of a ``segment`` record's ``run`` block as a point of the single-threshold
+    FROC sweep: ``threshold_used``, or None when the labels came from an anchored reading
+    (``anchor_threshold_used``), which is no point on that sweep."""
+    if run.get("anchor_threshold_used") is not None or run.get("threshold_used") is None:
+        return None
+    return float(run["threshold_used"])
