@@ -190,12 +190,18 @@ def test_tta_and_refine_together_are_refused(film_weights):
 
 def test_bundled_weights_carry_a_tta_threshold_that_segment_tta_uses(film_weights):
     """The bundled segmentors are calibrated with TTA too (`train calibrate --tta`); a TTA run
-    on the bundled sample reads its maps at that threshold and records where it came from."""
+    on the bundled sample reads its maps at that threshold (film: at the anchored pair calibrated
+    with TTA, `train calibrate --anchor --tta`) and records where it came from."""
     for name in (default_weights_name("segmentor", 0.2), default_weights_name("segmentor", 0.07)):
         meta = resolve_weights(name).metadata
         chosen = meta["calibration_tta"]["chosen"]
         assert chosen["met"] and meta["operating_threshold_tta"] == chosen["threshold"]
-    result = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True), weights=film_weights)
-    assert result.record["run"]["threshold_used"] == film_weights.metadata["operating_threshold_tta"]
-    assert result.record["run"]["threshold_source"] == "weights (calibrated with TTA)"
-    assert result.labels.shape == result.prob.shape and len(result.record["clusters"]) >= 1
+    mammo = read_mammogram(sample_path("mdb209"))
+    single = segment(mammo, InferenceConfig(device="cpu", tta=True, cluster_anchor=False), weights=film_weights)
+    assert single.record["run"]["threshold_used"] == film_weights.metadata["operating_threshold_tta"]
+    assert single.record["run"]["threshold_source"] == "weights (calibrated with TTA)"
+    assert single.labels.shape == single.prob.shape and len(single.record["clusters"]) >= 1
+    pair = film_weights.metadata["anchored_threshold_tta"]
+    run = segment(mammo, InferenceConfig(device="cpu", tta=True), weights=film_weights).record["run"]
+    assert (run["threshold_used"], run["anchor_threshold_used"]) == (pair["threshold"], pair["anchor"])
+    assert run["threshold_source"] == "weights (anchored, calibrated with TTA)"
