@@ -175,7 +175,9 @@ def main(argv=None) -> int:
 
     mias = args.data / "mias-dev"
     weights = resolve_weights(args.weights, "segmentor", 0.2)
-    config = InferenceConfig(device="cpu", tta=args.tta)
+    # the visibility rule is a single-threshold analysis: read at the single operating threshold,
+    # not at the anchored pair segment uses by default (docs/training.md)
+    config = InferenceConfig(device="cpu", tta=args.tta, cluster_anchor=False)
     circles: dict[str, list] = {}
     for r in read_mias_info(mias / "Info.txt"):
         if r.cls == "CALC" and r.has_circle:
