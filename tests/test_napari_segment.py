@@ -203,7 +203,8 @@ def test_tt_gpr_without_flow_weights_says_what_to_do(viewer_with_sample, monkeyp
 
 def test_tta_checkbox_segments_with_test_time_augmentation(viewer_with_sample, qtbot):
     """The form's `tta` field runs `segment --tta`: the layer equals the core's TTA result and
-    its record says the TTA threshold was used."""
+    its record says the TTA pair of the film weights was used; unticking `cluster anchor` reads at
+    the single TTA threshold, as `--no-cluster-anchor` does."""
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.segment import InferenceConfig, segment
 
@@ -217,7 +218,14 @@ def test_tta_checkbox_segments_with_test_time_augmentation(viewer_with_sample, q
     np.testing.assert_array_equal(labels.data, expected.labels)
     record = labels.metadata["record"]
     assert record["settings"]["tta"] is True
-    assert record["run"]["threshold_source"] == "weights (calibrated with TTA)"
+    assert record["run"]["threshold_source"] == "weights (anchored, calibrated with TTA)"
+    widget.form.set_field("cluster_anchor", False)
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    expected = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True, cluster_anchor=False))
+    np.testing.assert_array_equal(viewer_with_sample.layers["mdb209 MCs"].data, expected.labels)
+    run = viewer_with_sample.layers["mdb209 MCs"].metadata["record"]["run"]
+    assert run["threshold_source"] == "weights (calibrated with TTA)" and run["anchor_threshold_used"] is None
 
 
 def test_off_site_preset_fills_the_evidence_settings_and_segments_as_the_core(viewer_with_sample, qtbot):
