@@ -468,11 +468,11 @@ def render_markdown(results: dict, minutes: float | None) -> str:
     add("")
     add(f"| method | threshold | located circles found | FP clusters per validation normal | clusters outside every circle on the {leg['calc_images']} CALC images | false MCs per cm² on validation normals |")
     add("| --- | --- | --- | --- | --- | --- |")
-    rows = [("segmentor `film-0.2mm` (bundled)" + (", anchored pair" if leg.get("anchor") else ""), leg),
-            ("segmentor, single threshold (`--no-cluster-anchor`)", mias.get("single")), ("segmentor + TTA (`segment --tta`)", mias["tta"])]
+    rows = [("segmentor `film-0.2mm` (bundled)" + (", anchored pair" if leg.get("anchor") else ""), leg)]
+    if leg.get("anchor"):  # the single threshold differs from the bundled reading only when that is anchored
+        rows.append(("segmentor, single threshold (`--no-cluster-anchor`)", mias["single"]))
+    rows.append(("segmentor + TTA (`segment --tta`)", mias["tta"]))
     for label, t in rows:
-        if t is None or (label.startswith("segmentor, single") and not leg.get("anchor")):
-            continue
         where = f"{t['threshold']:.3g}" + (f", anchor {t['anchor']:.4g}" if t.get("anchor") else "")
         add(f"| {label} | {where} | **{t['circles_found']} of {t['circles']}** | {t['fp_clusters_per_val_normal']:.2f} | {t['clusters_outside_circles_on_calc_images']} | {t['fp_components_per_cm2_val_normals']:.2f} |")
     bc = mias["baseline"].summary["levels"]["cluster"]

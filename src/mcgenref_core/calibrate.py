@@ -55,30 +55,10 @@ def grid_probabilities() -> np.ndarray:
 
 
 def _components(prob: np.ndarray, threshold: float, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray]:
-    """Components of ``label_mcs`` at ``threshold``: (n,) highest probabilities, (n, 2) centroids px."""
-    from scipy import ndimage
+    """Components ``segment`` labels at ``threshold``: (n,) highest probabilities, (n, 2) centroids px."""
+    from .postprocess import component_peaks, label_mcs
 
-    from .postprocess import label_mcs
-
-    labels = label_mcs(prob, threshold, config.min_area_mm2, pixel_size_mm, config.max_area_mm2)
-    n = int(labels.max())
-    if n == 0:
-        return np.zeros(0), np.zeros((0, 2))
-    ids = np.arange(1, n + 1)
-    scores = np.asarray(ndimage.maximum(prob, labels, ids), np.float64)
-    centroids = np.asarray(ndimage.center_of_mass(np.ones(prob.shape, np.float32), labels, ids), np.float64).reshape(-1, 2)
-    return scores, centroids
-
-
-def _groups(centroids: np.ndarray, scores: np.ndarray, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Single-linkage groups of components: (n,) group index, (g,) sizes, (g,) brightest score."""
-    from .evaluation.clusters import single_linkage
-
-    groups = single_linkage(centroids * pixel_size_mm, config.cluster_link_mm)
-    sizes = np.bincount(groups)
-    group_max = np.full(sizes.size, -np.inf)
-    np.maximum.at(group_max, groups, scores)
-    return groups, sizes, group_max
+    return component_peaks(label_mcs(prob, threshold, config.min_area_mm2, pixel_size_mm, config.max_area_mm2), prob)
 
 
 def anchored_false_positives(prob: np.ndarray, pixel_size_mm: float, config) -> tuple[np.ndarray, np.ndarray]:
@@ -88,6 +68,8 @@ def anchored_false_positives(prob: np.ndarray, pixel_size_mm: float, config) -> 
     (L, L) int arrays, L = ``len(LOGIT_GRID)``, indexed [threshold, anchor]; where the anchor is
     not above the threshold they equal :func:`false_positives_by_threshold`.
     """
+    from .postprocess import linked_groups
+
     probs = grid_probabilities()
     comps = np.zeros((len(probs), len(probs)), np.int64)
     clusters = np.zeros_like(comps)
@@ -95,7 +77,7 @@ def anchored_false_positives(prob: np.ndarray, pixel_size_mm: float, config) -> 
         scores, centroids = _components(prob, float(threshold), pixel_size_mm, config)
         if scores.size == 0:
             break
-        groups, sizes, group_max = _groups(centroids, scores, pixel_size_mm, config)
+        groups, sizes, group_max = linked_groups(scores, centroids, pixel_size_mm, config.cluster_link_mm)
         big = sizes >= config.cluster_min_mcs
         # a component survives an anchor when it, or the cluster it belongs to, reaches it
         survives_to = np.maximum(scores, np.where(big, group_max, -np.inf)[groups])
@@ -112,6 +94,7 @@ def anchored_cluster_hits(prob: np.ndarray, circles: np.ndarray, pixel_size_mm: 
     when the centre of a predicted cluster whose brightest member reaches the anchor lies in it.
     """
     from .evaluation.clusters import in_circles
+    from .postprocess import linked_groups
 
     probs = grid_probabilities()
     found = np.zeros((len(probs), len(probs)), np.int64)
@@ -121,7 +104,7 @@ def anchored_cluster_hits(prob: np.ndarray, circles: np.ndarray, pixel_size_mm: 
         scores, centroids = _components(prob, float(threshold), pixel_size_mm, config)
         if scores.size == 0:
             break
-        groups, sizes, group_max = _groups(centroids, scores, pixel_size_mm, config)
+        groups, sizes, group_max = linked_groups(scores, centroids, pixel_size_mm, config.cluster_link_mm)
         big = np.flatnonzero(sizes >= config.cluster_min_mcs)
         if big.size == 0:
             continue

@@ -67,6 +67,33 @@ def label_mcs(prob: np.ndarray, threshold: float, min_area_mm2: float, pixel_siz
     return out.astype(np.uint16 if out.max() <= np.iinfo(np.uint16).max else np.uint32)
 
 
+def component_peaks(labels: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per label id 1..n of ``labels`` (H, W): (n,) float64 highest ``prob`` and (n, 2) float64
+    centroids (row, col) px, unrounded (for thresholds compared near 1)."""
+    from scipy import ndimage
+
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros(0), np.zeros((0, 2))
+    ids = np.arange(1, n + 1)
+    scores = np.asarray(ndimage.maximum(prob, labels, ids), np.float64)
+    centroids = np.asarray(ndimage.center_of_mass(np.ones(prob.shape, np.float32), labels, ids), np.float64).reshape(-1, 2)
+    return scores, centroids
+
+
+def linked_groups(scores: np.ndarray, centroids_rc: np.ndarray, pixel_size_mm: float, link_mm: float = 5.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Single-linkage groups (at ``link_mm`` mm) of components with (n,) ``scores`` and (n, 2)
+    centroids px: (n,) group index, (g,) group sizes, (g,) highest score in each group."""
+    from .evaluation.clusters import single_linkage
+
+    scores = np.asarray(scores, np.float64).reshape(-1)
+    groups = single_linkage(np.asarray(centroids_rc, np.float64).reshape(-1, 2) * pixel_size_mm, link_mm)
+    sizes = np.bincount(groups)
+    group_max = np.full(sizes.size, -np.inf)
+    np.maximum.at(group_max, groups, scores)
+    return groups, sizes, group_max
+
+
 def anchored_components(scores: np.ndarray, centroids_rc: np.ndarray, anchor: float, pixel_size_mm: float,
                         link_mm: float = 5.0, min_mcs: int = 3) -> np.ndarray:
     """Which components the cluster anchor keeps: (n,) bool.
@@ -76,15 +103,10 @@ def anchored_components(scores: np.ndarray, centroids_rc: np.ndarray, anchor: fl
     cluster (single linkage at ``link_mm`` mm, at least ``min_mcs`` members, counted among
     all the components given) whose brightest member reaches ``anchor``.
     """
-    from .evaluation.clusters import single_linkage
-
     scores = np.asarray(scores, np.float64).reshape(-1)
     if scores.size == 0:
         return np.zeros(0, bool)
-    groups = single_linkage(np.asarray(centroids_rc, np.float64).reshape(-1, 2) * pixel_size_mm, link_mm)
-    sizes = np.bincount(groups)
-    group_max = np.full(sizes.size, -np.inf)
-    np.maximum.at(group_max, groups, scores)
+    groups, sizes, group_max = linked_groups(scores, centroids_rc, pixel_size_mm, link_mm)
     anchored_group = (sizes >= min_mcs) & (group_max >= anchor)
     return (scores >= anchor) | anchored_group[groups]
 
@@ -96,14 +118,10 @@ def keep_anchored(labels: np.ndarray, prob: np.ndarray, anchor: float, pixel_siz
     ``labels`` (H, W) uint16/uint32 from :func:`label_mcs` at the (lower) operating threshold;
     ``prob`` (H, W) float32 on the same grid; ``anchor`` a probability. Same shape and dtype.
     """
-    from scipy import ndimage
-
     n = int(labels.max())
     if n == 0:
         return labels
-    ids = np.arange(1, n + 1)
-    scores = np.asarray(ndimage.maximum(prob, labels, ids), np.float64)
-    centroids = np.asarray(ndimage.center_of_mass(np.ones(prob.shape, np.float32), labels, ids), np.float64).reshape(-1, 2)
+    scores, centroids = component_peaks(labels, prob)
     keep = anchored_components(scores, centroids, anchor, pixel_size_mm, link_mm, min_mcs)
     remap = np.zeros(n + 1, np.int64)
     remap[1:][keep] = np.arange(1, int(keep.sum()) + 1)
