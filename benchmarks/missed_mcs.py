@@ -18,8 +18,17 @@ Pairs as ``segmentor_quality.py`` draws them (default ``SynthesisConfig``, no ne
 ``--fp-per-cm2 R`` at the lowest threshold of the FROC grid whose false positives on these pairs
 stay at or under R per cm² (the FROC reading of ``docs/results.md``). MCs matched one to one as everywhere (0.35 mm or IoU 0.3).
 
-Run: ``python benchmarks/missed_mcs.py [--regime digital] [--weights W] [--fp-per-cm2 1]
-[--pairs 256] [--pair-seed 2024] [--json OUT]`` (about 2 minutes on 2 CPU cores).
+Beside each group's sensitivity it gives what an observer limited by the noise alone would reach
+(``noise_limited``): one that knows every MC's blurred signal exactly, sees it in the white noise
+the formation model measured under it (and the signal-dependent noise it added), tests every
+pixel, and is held to the same false positives per cm² (:func:`matched_filter_snr`,
+:func:`noise_limited_detection`). Tissue texture is not in that observer's way; where the
+segmentor falls far below it, texture (or the model) is what limits, not the noise. It also says
+what became of each MC: found, merged with a neighbour into one component, under a component too
+large or too far off to match, or not reached at all.
+
+Run: ``python benchmarks/missed_mcs.py [--regime digital] [--weights W] [--fp-per-cm2 1] [--tta]
+[--pairs 256] [--pair-seed 2024] [--json OUT]`` (about 2 minutes on 2 CPU cores; 4 with ``--tta``).
 """
 
 from __future__ import annotations
@@ -40,11 +49,16 @@ SIZE_BINS_MM = (0.0, 0.15, 0.25, 0.4, np.inf)
 DISTANCE_BINS_MM = (0.0, 0.5, 1.0, 2.0, np.inf)
 
 
-def mc_table(pairs) -> dict[str, np.ndarray]:
+def mc_table(pairs, noise_gain: float | None = None) -> dict[str, np.ndarray]:
     """Per inserted MC of ``pairs`` (list of ``SyntheticPair``): ``pair`` index, ``kind``,
-    ``size_mm``, ``peak_snr`` (blurred noise-free peak on its mask / local noise sigma) and
-    ``floored`` (the visibility floor raised its contrast). Arrays of length M (all MCs)."""
-    cols = {"pair": [], "kind": [], "size_mm": [], "peak_snr": [], "floored": []}
+    ``size_mm``, ``peak_snr`` (blurred noise-free peak on its mask / local noise sigma),
+    ``floored`` (the visibility floor raised its contrast) and ``matched_snr`` (see
+    :func:`matched_filter_snr`; ``noise_gain`` the synthesis' signal-dependent noise gain,
+    default ``SynthesisConfig``'s). Arrays of length M (all MCs)."""
+    from mcgenref_core.synth import SynthesisConfig
+
+    gain = SynthesisConfig().noise_gain if noise_gain is None else noise_gain
+    cols = {"pair": [], "kind": [], "size_mm": [], "peak_snr": [], "floored": [], "matched_snr": []}
     for i, p in enumerate(pairs):
         mcs = p.info["mcs"]
         ids = mcs["id"].astype(np.int64)
@@ -55,7 +69,49 @@ def mc_table(pairs) -> dict[str, np.ndarray]:
         cols["size_mm"].append(mcs["size_mm"])
         cols["peak_snr"].append(peak[ids] / mcs["noise_sigma"])
         cols["floored"].append(mcs["boost"] > 1.0)
+        cols["matched_snr"].append(matched_filter_snr(p, gain))
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+def matched_filter_snr(pair, noise_gain: float) -> np.ndarray:
+    """(M,) float64, one per MC of ``pair.info["mcs"]``: the detectability d' of the MC for an
+    observer that knows its blurred signal exactly and is limited only by the noise the formation
+    model knows of, ``sqrt(sum s**2 / (sigma**2 + gain * sigma * s))`` over the pixels nearer to this
+    MC than to any other (within 3 blur sigmas and a pixel of its mask), with ``s`` the blurred
+    noise-free signal and ``sigma`` the MC's local noise sigma (white, as ``peak_snr`` assumes).
+    Tissue texture is not in it, so it bounds what any reader of the pixels can reach only where
+    the noise alone limits. An MC hidden under another (no pixel of its own) gets 0."""
+    from scipy import ndimage
+
+    mcs = pair.info["mcs"]
+    ids = mcs["id"].astype(np.int64)
+    out = np.zeros(ids.size)
+    if ids.size == 0 or not pair.mask.any():
+        return out
+    reach_px = 3.0 * float(pair.info["blur_sigma_mm"]) / float(pair.info["pixel_size_mm"]) + 1.0
+    dist, (rows, cols) = ndimage.distance_transform_edt(pair.mask == 0, return_indices=True)
+    owner = np.where(dist <= reach_px, pair.mask[rows, cols], 0).astype(np.int64)
+    sigma = np.zeros(int(ids.max()) + 1)
+    sigma[ids] = mcs["noise_sigma"]
+    s = pair.signal.astype(np.float64)
+    var = sigma[owner] ** 2 + noise_gain * sigma[owner] * np.clip(s, 0, None)
+    terms = np.where(owner > 0, s * s / np.maximum(var, 1e-30), 0.0)
+    energy = np.bincount(owner.ravel(), weights=terms.ravel(), minlength=sigma.size)
+    out[:] = np.sqrt(energy[ids])
+    return out
+
+
+def noise_limited_detection(matched_snr: np.ndarray, fp_per_cm2: float, pixel_size_mm: float) -> np.ndarray:
+    """Chance that the noise-limited observer of :func:`matched_filter_snr` finds each MC while
+    making at most ``fp_per_cm2`` false detections per cm² of noise: every pixel is a place it
+    tests, so its threshold is the standard normal quantile ``z`` with
+    ``(1 - Phi(z)) * (pixels per cm²) = fp_per_cm2`` (about 3.9 at 1 per cm² and 0.07 mm), and an MC of
+    detectability d' is found with probability ``Phi(d' - z)``. (M,) float64 in [0, 1]."""
+    from scipy.stats import norm
+
+    pixels_per_cm2 = (10.0 / pixel_size_mm) ** 2
+    z = norm.isf(min(fp_per_cm2 / pixels_per_cm2, 0.5))
+    return norm.cdf(np.asarray(matched_snr, np.float64) - z)
 
 
 def matched_components(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float):
@@ -81,6 +137,34 @@ def found_at(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) ->
         found.append(hit)
         fp += m.fp
     return np.concatenate(found), fp
+
+
+#: what became of each MC at a threshold (codes of :func:`miss_kinds`)
+MISS_KINDS = ("found", "merged: under a component matched to another MC", "touched: under a component matched to no MC",
+              "not reached: no component touches it")
+
+
+def miss_kinds(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) -> np.ndarray:
+    """(M,) int8 over the MCs in ``mc_table`` order, codes into :data:`MISS_KINDS`: 0 found; 1
+    missed while a component matched to another MC covers some of its pixels (two MCs read as
+    one); 2 missed under a component matched to no MC (too large or too far off to match); 3 missed
+    with no component on it (an MC hidden under another counts here)."""
+    from scipy import ndimage
+
+    kinds = []
+    for p, labels, m in matched_components(pairs, prob, threshold, pixel_size_mm):
+        n_mcs = len(p.info["mcs"]["id"])
+        code = np.full(n_mcs, 3, np.int8)
+        present = np.unique(p.mask[p.mask > 0]).astype(np.int64)
+        if present.size:
+            matched = np.zeros(int(labels.max()) + 1, bool)
+            matched[m.pairs[:, 0] + 1] = True  # label_mcs ids are 1..n in component order
+            touched = np.asarray(ndimage.maximum(labels > 0, p.mask, present), bool)
+            under_matched = np.asarray(ndimage.maximum(matched[labels], p.mask, present), bool)
+            code[present - 1] = np.where(under_matched, 1, np.where(touched, 2, 3))
+            code[present[m.pairs[:, 1]] - 1] = 0
+        kinds.append(code)
+    return np.concatenate(kinds) if kinds else np.zeros(0, np.int8)
 
 
 def false_component_distances(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -138,12 +222,16 @@ def threshold_for_fp_rate(pairs, prob, pixel_size_mm: float, area_cm2: float, ra
     return 1.0
 
 
-def breakdown(table: dict, found: np.ndarray) -> dict:
-    """Sensitivity by morphology, size and visibility."""
+def breakdown(table: dict, found: np.ndarray, noise_limited: np.ndarray | None = None) -> dict:
+    """Sensitivity by morphology, size and visibility; with ``noise_limited`` ((M,) chances from
+    :func:`noise_limited_detection`) each group also gives that observer's expected sensitivity."""
     from mcgenref_core.synth.config import MORPHOLOGIES
 
     def rate(sel):
-        return {"n": int(sel.sum()), "sensitivity": round(float(found[sel].mean()), 3) if sel.any() else None}
+        row = {"n": int(sel.sum()), "sensitivity": round(float(found[sel].mean()), 3) if sel.any() else None}
+        if noise_limited is not None:
+            row["noise_limited"] = round(float(noise_limited[sel].mean()), 3) if sel.any() else None
+        return row
 
     out = {"all": rate(np.ones(found.size, bool)), "morphology": {}, "size_mm": {}, "peak_snr": {},
            "floored": rate(table["floored"]), "not_floored": rate(~table["floored"])}
@@ -163,6 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--fp-per-cm2", type=float, help="read at the FROC threshold with at most this FP rate")
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--pair-seed", type=int, default=2024, help="seed of the pairs (2024: the pairs of docs/results.md)")
+    ap.add_argument("--tta", action="store_true", help="maps averaged over flips and turns (segment --tta), read at the TTA threshold")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -181,29 +270,39 @@ def main(argv=None) -> int:
     cfg = SynthesisConfig(patch_px=patch, working_pixel_size_mm=px, negative_fraction=0.0)
     pairs = SyntheticPairGenerator(cfg, sampler).batch_pairs(args.pairs, np.random.default_rng(args.pair_seed))
     images = np.stack([p.image for p in pairs])
-    pred = segmentor_quality.segmentor_probabilities(images, weights)
+    pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta)
     area_cm2 = len(pairs) * (patch * px / 10) ** 2
     if args.fp_per_cm2 is None:
-        threshold, how = float(pred["threshold"]), "the weights' operating threshold"
+        threshold, how = float(pred["threshold"]), "the weights' operating threshold" + (" with TTA" if args.tta else "")
     else:
         threshold = threshold_for_fp_rate(pairs, pred["prob"], px, area_cm2, args.fp_per_cm2)
         how = f"the lowest FROC-grid threshold with <= {args.fp_per_cm2:g} FP/cm2 on these pairs"
-    table = mc_table(pairs)
+    table = mc_table(pairs, cfg.noise_gain)
     found, fp = found_at(pairs, pred["prob"], threshold, px)
+    # the noise-limited observer is held to the false-positive rate the segmentor ran at here
+    bound_rate = args.fp_per_cm2 if args.fp_per_cm2 is not None else max(fp / area_cm2, 1e-3)
+    bound = noise_limited_detection(table["matched_snr"], bound_rate, px)
+    kinds = miss_kinds(pairs, pred["prob"], threshold, px)
     fp_mm, pixel_mm = false_component_distances(pairs, pred["prob"], threshold, px)
-    result = {"regime": args.regime, "weights": weights.name, "pairs": len(pairs), "pair_seed": args.pair_seed, "patch_px": patch,
-              "threshold": threshold, "threshold_rule": how, "fp_per_cm2": round(fp / area_cm2, 3),
-              **breakdown(table, found), "false_components_by_distance": fp_by_distance(fp_mm, pixel_mm, px)}
+    result = {"regime": args.regime, "weights": weights.name, "tta": args.tta, "pairs": len(pairs), "pair_seed": args.pair_seed,
+              "patch_px": patch, "threshold": threshold, "threshold_rule": how, "fp_per_cm2": round(fp / area_cm2, 3),
+              "noise_limited_fp_per_cm2": round(bound_rate, 3), **breakdown(table, found, bound),
+              "what_became_of_each_mc": {k: int(np.sum(kinds == i)) for i, k in enumerate(MISS_KINDS)},
+              "false_components_by_distance": fp_by_distance(fp_mm, pixel_mm, px)}
 
     print(f"{args.regime}: {weights.name}, {len(pairs)} pairs of {patch}², threshold {threshold:.4g} ({how})")
-    print(f"  MC sensitivity {result['all']['sensitivity']} of {result['all']['n']} MCs at {result['fp_per_cm2']} FP/cm²")
+    print(f"  MC sensitivity {result['all']['sensitivity']} of {result['all']['n']} MCs at {result['fp_per_cm2']} FP/cm² "
+          f"(an observer limited by the noise alone, at {result['noise_limited_fp_per_cm2']} FP/cm²: {result['all']['noise_limited']})")
     for group in ("morphology", "size_mm", "peak_snr"):
         print(f"  by {group}:")
         for key, r in result[group].items():
-            print(f"    {key:16} {r['n']:6d} MCs  sensitivity {r['sensitivity']}")
+            print(f"    {key:16} {r['n']:6d} MCs  sensitivity {r['sensitivity']}  noise-limited {r['noise_limited']}")
     print(f"  contrast raised by the visibility floor (min_peak_snr): {result['floored']['n']} MCs, "
-          f"sensitivity {result['floored']['sensitivity']}; the others {result['not_floored']['n']}, "
-          f"{result['not_floored']['sensitivity']}")
+          f"sensitivity {result['floored']['sensitivity']} (noise-limited {result['floored']['noise_limited']}); "
+          f"the others {result['not_floored']['n']}, {result['not_floored']['sensitivity']} ({result['not_floored']['noise_limited']})")
+    print("  what became of each MC:")
+    for key, n in result["what_became_of_each_mc"].items():
+        print(f"    {n:6d}  {key}")
     print("  false components by distance to the nearest true MC pixel:")
     for key, r in result["false_components_by_distance"].items():
         print(f"    {key:16} {r['n']:6d} false components  {100 * r['area_share']:5.1f}% of the area  {r['fp_per_cm2']} per cm²")

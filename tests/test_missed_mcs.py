@@ -56,8 +56,60 @@ def test_breakdown_matches_pooled_scores_and_the_visibility_floor(one_torch_thre
     # every pair here holds MCs, so every distance is finite
     assert np.isfinite(fp_mm).all() and (fp_mm >= 0).all()
 
-    result = missed.breakdown(table, found)
+    # what became of each MC: code 0 is exactly the found ones, the rest are misses of one kind
+    kinds = missed.miss_kinds(pairs, pred["prob"], threshold, 0.07)
+    assert kinds.shape == found.shape and np.array_equal(kinds == 0, found)
+    assert set(np.unique(kinds)) <= set(range(len(missed.MISS_KINDS)))
+    # a miss under a component matched to another MC really lies under a predicted pixel
+    for p, code, labels in zip(pairs, np.split(kinds, np.cumsum([len(p.info["mcs"]["id"]) for p in pairs])[:-1]),
+                               (m[1] for m in missed.matched_components(pairs, pred["prob"], threshold, 0.07))):
+        for mc_id in np.nonzero(code == 1)[0] + 1:
+            assert (labels[p.mask == mc_id] > 0).any()
+        for mc_id in np.nonzero(code == 3)[0] + 1:
+            assert not (labels[p.mask == mc_id] > 0).any()
+
+    # in white noise every visible MC is at least as detectable to the noise-limited observer as
+    # its peak pixel alone says; the signal-dependent noise of the synthesis only lowers that
+    visible = table["matched_snr"] > 0
+    assert visible.sum() > 0.9 * visible.size
+    white = missed.mc_table(pairs, noise_gain=0.0)["matched_snr"]
+    assert (white[visible] >= table["peak_snr"][visible] * (1 - 1e-5)).all()
+    assert (table["matched_snr"] <= white + 1e-9).all()
+    bound = missed.noise_limited_detection(table["matched_snr"], 1.0, 0.07)
+    result = missed.breakdown(table, found, bound)
     assert result["floored"]["n"] + result["not_floored"]["n"] == found.size
     for group in ("morphology", "size_mm", "peak_snr"):
         assert sum(r["n"] for r in result[group].values()) == found.size
+    assert 0 < result["all"]["noise_limited"] <= 1
     json.dumps(result)  # the --json output is plain JSON
+
+
+class _Pair:
+    """The parts of a ``SyntheticPair`` that ``matched_filter_snr`` reads."""
+
+    def __init__(self, mask, signal, sigma, blur_mm=0.07, pixel_mm=0.07):
+        self.mask, self.signal = mask, signal
+        ids = np.arange(1, len(sigma) + 1, dtype=np.uint16)
+        self.info = {"mcs": {"id": ids, "noise_sigma": np.asarray(sigma, float)}, "blur_sigma_mm": blur_mm, "pixel_size_mm": pixel_mm}
+
+
+def test_matched_filter_snr_of_known_blobs():
+    missed = _load("missed_mcs")
+    yy, xx = np.mgrid[:64, :64]
+    blob = lambda r, c, a: a * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 2.0)  # noqa: E731  (blur sigma 1 px)
+    signal = (blob(16, 16, 2.0) + blob(48, 40, 3.0)).astype(np.float32)
+    mask = np.zeros((64, 64), np.uint16)
+    mask[16, 16], mask[48, 40] = 1, 2  # MC 3 is hidden: no pixel of its own
+    pair = _Pair(mask, signal, [0.5, 1.0, 1.0])
+    d = missed.matched_filter_snr(pair, noise_gain=0.0)
+    # white noise: d' = sqrt(sum s^2) / sigma = amplitude * sqrt(pi) / sigma for a unit Gaussian blob
+    assert d.shape == (3,)
+    assert np.allclose(d[:2], [2.0 * np.sqrt(np.pi) / 0.5, 3.0 * np.sqrt(np.pi) / 1.0], rtol=0.02)
+    assert d[2] == 0
+    # signal-dependent noise only lowers it
+    assert (missed.matched_filter_snr(pair, noise_gain=0.1)[:2] < d[:2]).all()
+
+    # the observer's threshold: 1 false detection per cm² of 0.07 mm pixels is z = 3.9
+    p = missed.noise_limited_detection(np.array([0.0, 3.9, 10.0]), 1.0, 0.07)
+    assert p[0] < 1e-4 and abs(p[1] - 0.5) < 0.02 and p[2] > 0.999
+    assert missed.noise_limited_detection(np.array([4.0]), 0.1, 0.07)[0] < missed.noise_limited_detection(np.array([4.0]), 1.0, 0.07)[0]
