@@ -267,3 +267,40 @@ def test_status_line_warns_when_the_refined_threshold_was_calibrated_under_other
     assert describe_run(refined).endswith("calibrated under other settings (max_crops, rounds)")
     same = {**record, "refine": {"output_threshold_settings_differ": []}}
     assert describe_run(same) == describe_run(record)
+    # the segmentor's regime, and the hint for a converted image read as digital by its pixel size
+    run = {"device_used": "cpu", "regime": "digital", "regime_note": "x.dcm is a converted image (...). If it is scanned film, --regime film reads it"}
+    text = describe_run({**record, "run": run})
+    assert text.startswith("3 MCs, 1 clusters in 2.0 s on cpu (digital segmentor). x.dcm is a converted image")
+    assert text.endswith("regime film reads it") and "--regime" not in text
+
+
+def test_regime_field_reads_a_converted_scan_with_the_film_segmentor(make_napari_viewer, qtbot, write_dicom, monkeypatch):
+    """A DICOM secondary capture at 0.05 mm (how CBIS-DDSM ships scanned film) opened through the
+    plugin's reader: by default the digital segmentor reads it and the status line says how to read
+    it as film; the `regime` field set to film reads it as `segment --regime film` does."""
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.segment import InferenceConfig, segment
+
+    from .test_regime import _breast_dicom
+
+    path = _breast_dicom(write_dicom, "scan.dcm", ConversionType="WSD", PixelSpacing=[0.05, 0.05])
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    assert viewer.layers["scan"].metadata["converted"]
+    widget = open_segment(viewer)
+    widget.form.set_field("device", "cpu")
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    record = viewer.layers["scan MCs"].metadata["record"]
+    assert record["weights"]["name"] == "digital-0.07mm" and record["run"]["regime_note"]
+    assert "(digital segmentor)" in widget.runner.status.text() and "regime film" in widget.runner.status.text()
+
+    widget.form.set_field("regime", "film")
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    expected = segment(read_mammogram(path), InferenceConfig(device="cpu", regime="film"))
+    labels = viewer.layers["scan MCs"]
+    np.testing.assert_array_equal(labels.data, expected.labels)
+    record = labels.metadata["record"]
+    assert record["weights"]["name"] == "film-0.2mm" and record["run"]["regime_note"] is None
+    assert "(film segmentor)" in widget.runner.status.text()

@@ -493,7 +493,7 @@ def _segment_and_write(job: Job, out_dir: str, fmt: str, settings: dict[str, Any
     """Read, segment and write one job; returns (MCs, clusters)."""
     from .io import read_mammogram
     from .io.results import write_segmentation
-    from .segment import segment_steps
+    from .segment import reading_regime, segment_steps
     from .steps import run_to_end
 
     config = InferenceConfig.from_dict(settings, source="batch settings")
@@ -501,26 +501,28 @@ def _segment_and_write(job: Job, out_dir: str, fmt: str, settings: dict[str, Any
     mammo = read_mammogram(job.path, pixel_size_mm=job.pixel_size_mm)
     if mammo.pixel_size_mm is None:
         raise InputError(job.path, "pixel size unknown; give it with --pixel-size MM or a pixel_size_mm column in the CSV list")
-    weights = _weights_for(config.weights, mammo.pixel_size_mm, weights_sha256)
+    weights = _weights_for(config.weights, mammo.pixel_size_mm, weights_sha256, reading_regime(config, mammo)[0])
     result = run_to_end(segment_steps(mammo, config, weights=weights, refine_config=refine_config))
     write_segmentation(out_dir, job.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, fmt)
     return len(result.record["mcs"]), len(result.record["clusters"])
 
 
-def _weights_for(spec: str | None, pixel_size_mm: float, sha256: str | None):
-    """Weights for an input at ``pixel_size_mm``, loaded once per worker process.
+def _weights_for(spec: str | None, pixel_size_mm: float, sha256: str | None, regime: str | None = None):
+    """Weights for an input at ``pixel_size_mm`` read in ``regime`` (``segment.reading_regime``),
+    loaded once per worker process.
 
     A weights file given by path is checked against the SHA-256 the client measured, so
     every worker uses the very file the run started with.
     """
-    from .models.weights import load_weights, registry, resolve_weights
+    from .models.weights import load_weights, regime_for_pixel_size, registry, resolve_weights
 
-    key = (spec, pixel_size_mm >= 0.15 if spec is None else None, sha256)
+    regime = regime or regime_for_pixel_size(pixel_size_mm)
+    key = (spec, regime if spec is None else None, sha256)
     if key not in _WEIGHTS_CACHE:
         if spec is not None and sha256 and spec not in registry():
             _WEIGHTS_CACHE[key] = load_weights(spec, expected_sha256=sha256)
         else:
-            _WEIGHTS_CACHE[key] = resolve_weights(spec, "segmentor", pixel_size_mm)
+            _WEIGHTS_CACHE[key] = resolve_weights(spec, "segmentor", pixel_size_mm, regime)
     return _WEIGHTS_CACHE[key]
 
 

@@ -15,7 +15,8 @@ def describe_image(path: str | os.PathLike, pixel_size_mm: float | None = None) 
     Keys: ``path``, ``shape`` [rows, cols], ``dtype``, ``pixel_size_mm`` (float or None),
     ``pixel_size_source``, ``photometric`` (as stored in the file), ``bits_stored``,
     ``laterality`` (L/R), ``laterality_source``, ``view`` (or None), ``breast_fraction``
-    (share of pixels inside the breast mask, 0-1), ``format``, ``notes``.
+    (share of pixels inside the breast mask, 0-1), ``format``, ``acquisition`` (film, digital or
+    None: what the file says it is) and ``acquisition_source``, ``notes``.
     """
     mammo = read_mammogram(path, pixel_size_mm=pixel_size_mm)
     pixels = mammo.to_numpy()
@@ -36,5 +37,7 @@ def describe_image(path: str | os.PathLike, pixel_size_mm: float | None = None) 
         "view": mammo.view,
         "breast_fraction": round(float(mask.mean()), 4),
         "format": mammo.file_format,
-        "notes": mammo.meta.get("notes", []),
+        "acquisition": mammo.acquisition,
+        "acquisition_source": mammo.acquisition_source,
+        "notes": mammo.meta.get("notes", []) + ([f"converted image: {mammo.meta['converted']}"] if mammo.meta.get("converted") else []),
     }

@@ -21,13 +21,15 @@ from .config import StepConfig
 from .device import AUTO_PRECISION
 from .errors import InputError
 from .io import Mammogram
+from .models.weights import REGIMES
 
 
 @dataclass
 class InferenceConfig(StepConfig):
     """Settings of full-field segmentation (CLI options, widget fields, saved record)."""
 
-    weights: str | None = field(default=None, metadata={"help": "weights file or bundled name; default chosen by pixel size"})
+    weights: str | None = field(default=None, metadata={"help": "weights file or bundled name; default: the bundled segmentor of the regime"})
+    regime: str = field(default="auto", metadata={"help": "which bundled segmentor reads the image without --weights: film, digital, or auto (what the file says it is, e.g. DICOM ConversionType DF = scanned film, else film for pixels of 0.15 mm or more); scanned film finer than 0.15 mm (DDSM) wants film"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
     precision: str = field(default="auto", metadata={"help": f"auto ({AUTO_PRECISION}), fp32, bf16 or fp16"})
     tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
@@ -47,6 +49,8 @@ class InferenceConfig(StepConfig):
 
         if self.device not in DEVICES:
             raise InputError("--device", f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.regime not in ("auto", *REGIMES):
+            raise InputError("--regime", f"unknown regime {self.regime!r}; choose from auto, {', '.join(REGIMES)}")
         if self.tile < 32 or self.tile % 16:
             raise InputError("--tile", f"tile must be a multiple of 16 and at least 32 px, got {self.tile}")
         if not 0 <= self.overlap < 0.95:
@@ -108,8 +112,12 @@ def segment_steps(
     if mammo.pixel_size_mm is None:
         raise InputError(mammo.path, "pixel size unknown; give it with --pixel-size MM (e.g. 0.07 for a Hologic 3328x2560 image)")
     spacing = float(mammo.pixel_size_mm)
+    regime, regime_source, regime_note = reading_regime(config, mammo)
+    given = weights
     if weights is None:
-        weights = resolve_weights(config.weights, kind="segmentor", pixel_size_mm=spacing)
+        weights = resolve_weights(config.weights, kind="segmentor", pixel_size_mm=spacing, regime=regime)
+    if config.weights is not None or (given is not None and weights.metadata.get("regime") not in (None, regime)):
+        regime, regime_source, regime_note = weights.metadata.get("regime"), "the weights given", None
     device = resolve_device(config.device)
     working = weights.working_pixel_size_mm
     yield Progress("prepare", 0, 1)
@@ -157,9 +165,10 @@ def segment_steps(
     timings["postprocess_s"] = time.perf_counter() - t3
     timings["total_s"] = time.perf_counter() - t0
     record = {
-        "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view},
+        "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view,
+                  "acquisition": mammo.acquisition, "acquisition_source": mammo.acquisition_source},
         "settings": config.to_dict(),
-        "run": {"device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": resolve_precision(device, config.precision)},
+        "run": {"regime": regime, "regime_source": regime_source, "regime_note": regime_note, "device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": resolve_precision(device, config.precision)},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),
@@ -169,6 +178,30 @@ def segment_steps(
         "clusters": [dataclasses.asdict(c) for c in clusters],
     }
     return SegmentationResult(labels=labels, prob=prob, record=record, breast=breast, logits_working=logits_w)
+
+
+def reading_regime(config: InferenceConfig, mammo: Mammogram) -> tuple[str, str, str | None]:
+    """Which bundled segmentor reads ``mammo`` when ``config.weights`` names none:
+    ``(regime, why, note)``.
+
+    ``config.regime`` when it is film or digital; else what the file says it is
+    (``mammo.acquisition``); else the regime of its pixel size (film from 0.15 mm). ``note`` is a
+    hint for a converted DICOM (a secondary capture, such as CBIS-DDSM's scans) read as digital by
+    its pixel size alone: scanned film finer than 0.15 mm is read better by the film segmentor
+    (``docs/results.md``); else ``None``. Needs ``mammo.pixel_size_mm``.
+    """
+    from .models.weights import regime_for_pixel_size
+
+    if config.regime != "auto":
+        return config.regime, "asked for", None
+    if mammo.acquisition in REGIMES:
+        return mammo.acquisition, f"the file: {mammo.acquisition_source}", None
+    regime = regime_for_pixel_size(mammo.pixel_size_mm)
+    note = None
+    converted = mammo.meta.get("converted")
+    if converted and regime == "digital" and config.weights is None:
+        note = f"{mammo.path.name} is a converted image ({converted}); read as digital by its pixel size. If it is scanned film, --regime film reads it with the film segmentor"
+    return regime, f"pixel size {float(mammo.pixel_size_mm):g} mm", note
 
 
 def operating_threshold(config: InferenceConfig, weights, refine_record: dict | None = None) -> tuple[float, str]:

@@ -56,6 +56,9 @@ def mammogram_from_layer(layer: Any, pixel_size_mm: float | None = None):
         pixel_size_source=source,
         laterality=metadata.get("laterality"),
         view=metadata.get("view"),
+        acquisition=metadata.get("acquisition"),
+        acquisition_source=metadata.get("acquisition_source") or "unknown",
+        meta={"converted": metadata["converted"]} if metadata.get("converted") else {},
     )
 
 

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import read_mammogram
     from ..io.results import write_segmentation
     from ..models.weights import resolve_weights
-    from ..segment import InferenceConfig, segment_steps
+    from ..segment import InferenceConfig, reading_regime, segment_steps
 
     config = config_from_args(InferenceConfig, args, section="settings")
     refine_config = None
@@ -39,15 +39,18 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(image, f"has the same stem {stem!r} as {stems[stem]}; outputs would overwrite each other")
         stems[stem] = image
     status = 0
-    weights_cache: dict[float, object] = {}
+    weights_cache: dict[tuple, object] = {}
     for image in args.images:
         try:
             mammo = read_mammogram(image, pixel_size_mm=args.pixel_size)
             if mammo.pixel_size_mm is None:
                 raise InputError(image, "pixel size unknown; give it with --pixel-size MM (e.g. 0.07 for a 3328x2560 Hologic image)")
-            key = (config.weights, mammo.pixel_size_mm >= 0.15)
+            regime, _, regime_note = reading_regime(config, mammo)
+            key = (config.weights, regime)
             if key not in weights_cache:
-                weights_cache[key] = resolve_weights(config.weights, "segmentor", mammo.pixel_size_mm)
+                weights_cache[key] = resolve_weights(config.weights, "segmentor", mammo.pixel_size_mm, regime)
+            if regime_note and not args.quiet:
+                print(f"mcgenref: note: {regime_note}", file=sys.stderr)
             steps = segment_steps(mammo, config, weights=weights_cache[key], refine_config=refine_config)
             result = _drive(steps, f"segment {mammo.stem}", args.quiet)
             write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)

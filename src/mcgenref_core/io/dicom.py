@@ -92,6 +92,7 @@ def _read(path: Path) -> Mammogram:
 
     spacing, spacing_source, spacing_notes = pixel_spacing(ds)
     laterality, laterality_source, view = laterality_view(ds, path)
+    acquisition, acquisition_source, converted = acquisition_of(ds)
     meta: dict[str, Any] = {
         "stored_dtype": str(stored.dtype),
         "transfer_syntax": ts_name,
@@ -100,6 +101,8 @@ def _read(path: Path) -> Mammogram:
         "modality": str(ds.get("Modality", "") or "") or None,
         "notes": notes + spacing_notes,
     }
+    if converted:
+        meta["converted"] = converted
     return Mammogram(
         pixels=pixels,
         pixel_size_mm=spacing,
@@ -112,8 +115,35 @@ def _read(path: Path) -> Mammogram:
         laterality=laterality,
         laterality_source=laterality_source,
         view=view,
+        acquisition=acquisition,
+        acquisition_source=acquisition_source,
         meta=meta,
     )
+
+
+#: SOP classes of images stored as made on a digital detector (names as pydicom gives them)
+DIGITAL_SOP_CLASSES = ("Digital Mammography X-Ray Image Storage", "Digital X-Ray Image Storage", "Breast Projection X-Ray Image Storage",
+                       "Breast Tomosynthesis Image Storage")
+
+
+def acquisition_of(ds: Any) -> tuple[str | None, str, str | None]:
+    """How the image was made, as far as the header says: ``(acquisition, source, converted)``.
+
+    ``("film", "ConversionType DF", ...)`` for digitised film; ``("digital", SOP class name,
+    None)`` for an image stored as a digital mammography, DX or breast projection object; else
+    ``(None, "unknown", ...)``. ``converted`` describes a converted image (a secondary capture or
+    any ConversionType), which may be scanned film whatever its pixel size says, else ``None``.
+    """
+    conversion = str(ds.get("ConversionType", "") or "").strip().upper()
+    sop = _sop_class_name(ds)
+    converted = None
+    if conversion or "Secondary Capture" in sop:
+        converted = ", ".join(x for x in (sop, f"ConversionType {conversion}" if conversion else "") if x)
+    if conversion == "DF":
+        return "film", "ConversionType DF", converted
+    if any(sop.startswith(name) for name in DIGITAL_SOP_CLASSES):
+        return "digital", sop, converted
+    return None, "unknown", converted
 
 
 def _open(path: Path) -> Any:

@@ -37,6 +37,11 @@ class Mammogram:
     laterality, view
         ``"L"``/``"R"`` and ``"CC"``/``"MLO"``/... when the file says so, else ``None``
         (``breast.detect_laterality`` fills laterality from the image).
+    acquisition, acquisition_source
+        ``"film"`` (scanned film) or ``"digital"`` when the file says how the image was made,
+        else ``None``; and what said it (``"ConversionType DF"``, the DICOM SOP class,
+        ``"mini-MIAS"``). It picks the bundled segmentor where no regime is asked for
+        (``segment.reading_regime``).
     meta
         Everything else worth recording (transfer syntax, notes about transforms applied).
     """
@@ -52,6 +57,8 @@ class Mammogram:
     laterality: str | None = None
     laterality_source: str = "unknown"
     view: str | None = None
+    acquisition: str | None = None
+    acquisition_source: str = "unknown"
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -259,6 +259,7 @@ def _read_pgm(path: Path) -> Mammogram:
         number = int(re.sub(r"\D", "", path.stem))
         mammo.laterality, mammo.laterality_source = ("L" if number % 2 == 0 else "R"), "mini-MIAS number"
         mammo.view = "MLO"
+        mammo.acquisition, mammo.acquisition_source = "film", "mini-MIAS"
     return _with_name_hints(mammo)
 
 

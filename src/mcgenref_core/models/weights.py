@@ -208,15 +208,16 @@ def registry() -> dict[str, dict[str, Any]]:
     return json.loads(index.read_text())
 
 
-def resolve_weights(spec: str | os.PathLike | None, kind: str = "segmentor", pixel_size_mm: float | None = None) -> Weights:
-    """Load weights by registry name, by path, or the default for ``kind`` and the input spacing.
+def resolve_weights(spec: str | os.PathLike | None, kind: str = "segmentor", pixel_size_mm: float | None = None,
+                    regime: str | None = None) -> Weights:
+    """Load weights by registry name, by path, or the default for ``kind`` and the input.
 
-    The default segmentor is chosen by regime: film weights for pixels of 0.15 mm or more,
-    digital weights below that.
+    The default is the bundled weights of ``regime`` (``"film"`` or ``"digital"``) when given,
+    else of the regime of ``pixel_size_mm`` (:func:`regime_for_pixel_size`).
     """
     reg = registry()
     if spec is None:
-        name = default_weights_name(kind, pixel_size_mm)
+        name = default_weights_name(kind, pixel_size_mm, regime)
         if name is None:
             option = "--flow-weights" if kind == "flow" else "--weights"
             raise InputError(option, f"no bundled {kind} weights in this installation; pass {option} FILE")
@@ -230,11 +231,28 @@ def resolve_weights(spec: str | os.PathLike | None, kind: str = "segmentor", pix
     return load_weights(path)
 
 
-def default_weights_name(kind: str, pixel_size_mm: float | None) -> str | None:
-    """Registry name of the default weights of ``kind`` for an input at ``pixel_size_mm``."""
+#: the regimes a bundled model serves; pixels of at least this edge (mm) are film, finer ones digital
+REGIMES = ("film", "digital")
+FILM_MIN_PIXEL_SIZE_MM = 0.15
+
+
+def regime_for_pixel_size(pixel_size_mm: float) -> str:
+    """``"film"`` for pixels of :data:`FILM_MIN_PIXEL_SIZE_MM` or more, else ``"digital"``."""
+    return "film" if float(pixel_size_mm) >= FILM_MIN_PIXEL_SIZE_MM else "digital"
+
+
+def default_weights_name(kind: str, pixel_size_mm: float | None, regime: str | None = None) -> str | None:
+    """Registry name of the default weights of ``kind`` for ``regime``, or for an input at
+    ``pixel_size_mm`` (its regime, :func:`regime_for_pixel_size`; among weights of no stated
+    regime, the nearest working pixel size)."""
     candidates = {n: e for n, e in registry().items() if e.get("kind") == kind and e.get("default")}
     if not candidates:
         return None
+    if regime is None and pixel_size_mm is not None:
+        regime = regime_for_pixel_size(pixel_size_mm)
+    same = sorted(n for n, e in candidates.items() if regime is not None and e.get("regime") == regime)
+    if same:
+        return same[0]
     if pixel_size_mm is None or len(candidates) == 1:
         return sorted(candidates)[0]
     return min(candidates, key=lambda n: abs(float(candidates[n]["working_pixel_size_mm"]) - pixel_size_mm) / float(candidates[n]["working_pixel_size_mm"]))

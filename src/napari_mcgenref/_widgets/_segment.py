@@ -36,6 +36,7 @@ from ._runner import JobRunner, show_error_message, show_info_message
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+REGIME_CHOICES = ("auto", "film", "digital")
 
 
 class WeightsEditor(FieldEditor):
@@ -47,7 +48,7 @@ class WeightsEditor(FieldEditor):
 
         names = [n for n, e in registry().items() if e.get("kind", "segmentor") == kind]
         self.choice = ChoiceEditor(names, editable=True, none_label="auto")
-        self.choice.setToolTip("auto: the bundled weights for the image's pixel size (film 0.2 mm, digital 0.07 mm)")
+        self.choice.setToolTip("auto: the bundled weights of the regime field (film 0.2 mm, digital 0.07 mm)")
         self.browse = QPushButton("…")
         self.browse.setMaximumWidth(32)
         self.browse.setToolTip("choose a weights file (.safetensors)")
@@ -87,6 +88,7 @@ def inference_editors() -> dict[str, FieldEditor]:
     """Editors with choices for the InferenceConfig fields that have fixed values."""
     return {
         "weights": WeightsEditor("segmentor"),
+        "regime": ChoiceEditor(REGIME_CHOICES),
         "device": ChoiceEditor(DEVICE_CHOICES),
         "precision": ChoiceEditor(PRECISION_CHOICES),
     }
@@ -313,13 +315,19 @@ class SegmentWidget(QWidget):
 
 
 def describe_run(record: dict) -> str:
-    """The status line after a segmentation: MCs, clusters, time and device, and a warning when
-    refined maps were read at a threshold calibrated under other TT-GPR settings."""
+    """The status line after a segmentation: MCs, clusters, time, device and the segmentor's
+    regime, a warning when refined maps were read at a threshold calibrated under other TT-GPR
+    settings, and the hint for a converted image read as digital by its pixel size."""
     seconds = record.get("timing", {}).get("total_s", 0.0)
-    text = f"{len(record['mcs'])} MCs, {len(record['clusters'])} clusters in {seconds:.1f} s on {record['run']['device_used']}"
+    run = record["run"]
+    text = f"{len(record['mcs'])} MCs, {len(record['clusters'])} clusters in {seconds:.1f} s on {run['device_used']}"
+    if run.get("regime"):
+        text += f" ({run['regime']} segmentor)"
     differing = (record.get("refine") or {}).get("output_threshold_settings_differ") or []
     if differing:
         text += f"; refined maps read at a threshold calibrated under other settings ({', '.join(differing)})"
+    if run.get("regime_note"):
+        text += f". {run['regime_note'].replace('--regime film', 'regime film')}"
     return text
 
 
