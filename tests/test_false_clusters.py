@@ -3,23 +3,15 @@ validation normal, measured on the image it came from."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 
-from .conftest import REPO, SHARED_DATA, needs_shared_data
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("mcgenref_benchmarks_false_clusters", REPO / "benchmarks" / "false_clusters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import SHARED_DATA, load_benchmark, needs_shared_data
 
 
 def test_crop_is_centred_and_padded():
-    fc = _load()
+    fc = load_benchmark("false_clusters")
     a = np.arange(100, dtype=np.float32).reshape(10, 10)
     c = fc.crop(a, (4.6, 2.2), half=3)
     assert c.shape == (7, 7) and c[3, 3] == a[5, 2]
@@ -29,7 +21,7 @@ def test_crop_is_centred_and_padded():
 
 @needs_shared_data
 def test_rows_match_the_segmentation_of_a_real_normal(tmp_path, one_torch_thread):
-    fc = _load()
+    fc = load_benchmark("false_clusters")
     from mcgenref_core.breast import breast_mask
     from mcgenref_core.evaluation.baselines import tophat_snr
     from mcgenref_core.io import read_mammogram
@@ -58,7 +50,7 @@ def test_rows_match_the_segmentation_of_a_real_normal(tmp_path, one_torch_thread
 
 @needs_shared_data
 def test_cli_lists_calc_and_normal_clusters_apart(tmp_path, one_torch_thread):
-    fc = _load()
+    fc = load_benchmark("false_clusters")
     out = tmp_path / "fc.json"
     assert fc.main(["--max-images", "1", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
@@ -72,7 +64,7 @@ def test_cli_lists_calc_and_normal_clusters_apart(tmp_path, one_torch_thread):
 def test_visibility_sweep_counts_and_calibrates():
     from types import SimpleNamespace
 
-    fc = _load()
+    fc = load_benchmark("false_clusters")
     n = len(fc.SWEEP_LOGITS)
     circle = SimpleNamespace(row=10.0, col=10.0, radius=5.0)
     # a CALC image whose cluster (9 sigmas) lies in its circle at every threshold, plus one outside;

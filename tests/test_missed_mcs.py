@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 
-from .conftest import REPO, SHARED_DATA, needs_shared_data
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"mcgenref_benchmarks_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import SHARED_DATA, load_benchmark, needs_shared_data
 
 
 @needs_shared_data
 def test_breakdown_matches_pooled_scores_and_the_visibility_floor(one_torch_thread):
-    missed = _load("missed_mcs")
+    missed = load_benchmark("missed_mcs")
     from mcgenref_core.models.weights import resolve_weights
     from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
     from mcgenref_core.synth.splits import default_backgrounds
@@ -31,7 +23,7 @@ def test_breakdown_matches_pooled_scores_and_the_visibility_floor(one_torch_thre
     images = np.stack([p.image for p in pairs])
     masks = np.stack([p.mask for p in pairs])
     weights = resolve_weights(None, "segmentor", 0.07)
-    pred = _load("segmentor_quality").segmentor_probabilities(images, weights)
+    pred = load_benchmark("segmentor_quality").segmentor_probabilities(images, weights)
 
     table = missed.mc_table(pairs)
     assert table["peak_snr"].size == sum(p.n_mcs for p in pairs) > 20
@@ -94,7 +86,7 @@ class _Pair:
 
 
 def test_matched_filter_snr_of_known_blobs():
-    missed = _load("missed_mcs")
+    missed = load_benchmark("missed_mcs")
     yy, xx = np.mgrid[:64, :64]
     blob = lambda r, c, a: a * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 2.0)  # noqa: E731  (blur sigma 1 px)
     signal = (blob(16, 16, 2.0) + blob(48, 40, 3.0)).astype(np.float32)
