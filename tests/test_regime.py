@@ -138,3 +138,20 @@ def test_cbis_ddsm_scan_is_flagged_and_read_as_film_when_asked(one_torch_thread)
     record = segment(mammo, InferenceConfig(device="cpu", regime="film")).record
     assert record["weights"]["name"] == "film-0.2mm" and record["run"]["regime"] == "film"
     assert record["weights"]["working_pixel_size_mm"] == 0.2 and record["input"]["pixel_size_mm"] == 0.05
+
+
+def test_batch_worker_reads_each_input_in_its_regime(write_dicom, tmp_path, one_torch_thread):
+    """The batch worker picks (and caches) weights per regime: a scan marked as film and a
+    converted scan at the same 0.05 mm get different segmentors, and --regime film wins."""
+    from mcgenref_core.batch import Job, _segment_and_write
+    from mcgenref_core.segment import InferenceConfig
+
+    film = _breast_dicom(write_dicom, "film.dcm", ConversionType="DF")
+    scan = _breast_dicom(write_dicom, "scan.dcm", ConversionType="WSD")
+    settings = InferenceConfig(device="cpu").to_dict()
+    for path, stem in ((film, "film"), (scan, "scan")):
+        _segment_and_write(Job(str(path), stem, 0.05), str(tmp_path / "auto"), "tif", settings, None, None)
+    names = {stem: json.loads((tmp_path / "auto" / f"{stem}.json").read_text())["weights"]["name"] for stem in ("film", "scan")}
+    assert names == {"film": "film-0.2mm", "scan": "digital-0.07mm"}
+    _segment_and_write(Job(str(scan), "scan", 0.05), str(tmp_path / "film"), "tif", {**settings, "regime": "film"}, None, None)
+    assert json.loads((tmp_path / "film" / "scan.json").read_text())["weights"]["name"] == "film-0.2mm"
