@@ -18,16 +18,21 @@ Pairs as ``segmentor_quality.py`` draws them (default ``SynthesisConfig``, no ne
 ``--fp-per-cm2 R`` at the lowest threshold of the FROC grid whose false positives on these pairs
 stay at or under R per cm² (the FROC reading of ``docs/results.md``). MCs matched one to one as everywhere (0.35 mm or IoU 0.3).
 
-Beside each group's sensitivity it gives what an observer limited by the noise alone would reach
-(``noise_limited``): one that knows every MC's blurred signal exactly, sees it in the white noise
-the formation model measured under it (and the signal-dependent noise it added), tests every
-pixel, and is held to the same false positives per cm² (:func:`matched_filter_snr`,
-:func:`noise_limited_detection`). Tissue texture is not in that observer's way; where the
-segmentor falls far below it, texture (or the model) is what limits, not the noise. It also says
+Beside each group's sensitivity it gives what two ideal observers would reach, both knowing every
+MC's blurred signal exactly, testing every pixel and held to the same false positives per cm²
+(:func:`detection_chance`): one limited by the noise alone (``noise_limited``: the white noise the
+formation model measured under the MC and the signal-dependent noise it added,
+:func:`matched_filter_snr`), and one limited by the tissue as well (``texture_limited``: the
+prewhitening matched filter in the pair's own background taken as stationary Gaussian texture,
+:func:`texture_limited_snr`). Real anatomy is harder than Gaussian texture, so the second is still
+an optimistic bound; a segmentor close to it is near what these backgrounds allow. It also says
 what became of each MC: found, merged with a neighbour into one component, under a component too
 large or too far off to match, or not reached at all.
 
-Run: ``python benchmarks/missed_mcs.py [--regime digital] [--weights W] [--fp-per-cm2 1] [--tta]
+``--backgrounds train`` draws the pairs into the training backgrounds instead: the same MCs on tissue
+the model has seen, which separates what unseen tissue costs from what the model cannot do at all.
+
+Run: ``python benchmarks/missed_mcs.py [--regime digital] [--weights W] [--fp-per-cm2 1] [--tta] [--backgrounds train]
 [--pairs 256] [--pair-seed 2024] [--json OUT]`` (about 2 minutes on 2 CPU cores; 4 with ``--tta``).
 """
 
@@ -52,13 +57,14 @@ DISTANCE_BINS_MM = (0.0, 0.5, 1.0, 2.0, np.inf)
 def mc_table(pairs, noise_gain: float | None = None) -> dict[str, np.ndarray]:
     """Per inserted MC of ``pairs`` (list of ``SyntheticPair``): ``pair`` index, ``kind``,
     ``size_mm``, ``peak_snr`` (blurred noise-free peak on its mask / local noise sigma),
-    ``floored`` (the visibility floor raised its contrast) and ``matched_snr`` (see
+    ``floored`` (the visibility floor raised its contrast), ``matched_snr`` (see
     :func:`matched_filter_snr`; ``noise_gain`` the synthesis' signal-dependent noise gain,
-    default ``SynthesisConfig``'s). Arrays of length M (all MCs)."""
+    default ``SynthesisConfig``'s) and ``texture_snr`` (:func:`texture_limited_snr`). Arrays of
+    length M (all MCs)."""
     from mcgenref_core.synth import SynthesisConfig
 
     gain = SynthesisConfig().noise_gain if noise_gain is None else noise_gain
-    cols = {"pair": [], "kind": [], "size_mm": [], "peak_snr": [], "floored": [], "matched_snr": []}
+    cols = {"pair": [], "kind": [], "size_mm": [], "peak_snr": [], "floored": [], "matched_snr": [], "texture_snr": []}
     for i, p in enumerate(pairs):
         mcs = p.info["mcs"]
         ids = mcs["id"].astype(np.int64)
@@ -70,27 +76,34 @@ def mc_table(pairs, noise_gain: float | None = None) -> dict[str, np.ndarray]:
         cols["peak_snr"].append(peak[ids] / mcs["noise_sigma"])
         cols["floored"].append(mcs["boost"] > 1.0)
         cols["matched_snr"].append(matched_filter_snr(p, gain))
+        cols["texture_snr"].append(texture_limited_snr(p))
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+def mc_owners(pair) -> np.ndarray:
+    """(P, P) int64: for every pixel the MC id nearest to it within 3 blur sigmas and a pixel of
+    that MC's mask (the support of its blurred signal), else 0."""
+    from scipy import ndimage
+
+    reach_px = 3.0 * float(pair.info["blur_sigma_mm"]) / float(pair.info["pixel_size_mm"]) + 1.0
+    dist, (rows, cols) = ndimage.distance_transform_edt(pair.mask == 0, return_indices=True)
+    return np.where(dist <= reach_px, pair.mask[rows, cols], 0).astype(np.int64)
 
 
 def matched_filter_snr(pair, noise_gain: float) -> np.ndarray:
     """(M,) float64, one per MC of ``pair.info["mcs"]``: the detectability d' of the MC for an
     observer that knows its blurred signal exactly and is limited only by the noise the formation
     model knows of, ``sqrt(sum s**2 / (sigma**2 + gain * sigma * s))`` over the pixels nearer to this
-    MC than to any other (within 3 blur sigmas and a pixel of its mask), with ``s`` the blurred
+    MC than to any other (:func:`mc_owners`), with ``s`` the blurred
     noise-free signal and ``sigma`` the MC's local noise sigma (white, as ``peak_snr`` assumes).
     Tissue texture is not in it, so it bounds what any reader of the pixels can reach only where
     the noise alone limits. An MC hidden under another (no pixel of its own) gets 0."""
-    from scipy import ndimage
-
     mcs = pair.info["mcs"]
     ids = mcs["id"].astype(np.int64)
     out = np.zeros(ids.size)
     if ids.size == 0 or not pair.mask.any():
         return out
-    reach_px = 3.0 * float(pair.info["blur_sigma_mm"]) / float(pair.info["pixel_size_mm"]) + 1.0
-    dist, (rows, cols) = ndimage.distance_transform_edt(pair.mask == 0, return_indices=True)
-    owner = np.where(dist <= reach_px, pair.mask[rows, cols], 0).astype(np.int64)
+    owner = mc_owners(pair)
     sigma = np.zeros(int(ids.max()) + 1)
     sigma[ids] = mcs["noise_sigma"]
     s = pair.signal.astype(np.float64)
@@ -101,17 +114,59 @@ def matched_filter_snr(pair, noise_gain: float) -> np.ndarray:
     return out
 
 
-def noise_limited_detection(matched_snr: np.ndarray, fp_per_cm2: float, pixel_size_mm: float) -> np.ndarray:
-    """Chance that the noise-limited observer of :func:`matched_filter_snr` finds each MC while
-    making at most ``fp_per_cm2`` false detections per cm² of noise: every pixel is a place it
-    tests, so its threshold is the standard normal quantile ``z`` with
-    ``(1 - Phi(z)) * (pixels per cm²) = fp_per_cm2`` (about 3.9 at 1 per cm² and 0.07 mm), and an MC of
-    detectability d' is found with probability ``Phi(d' - z)``. (M,) float64 in [0, 1]."""
+def background_power_spectrum(background: np.ndarray, rings: int = 48) -> np.ndarray:
+    """(P, Q) float64 in ``numpy.fft.fft2`` order: the power spectrum of a (P, Q) background patch
+    averaged over rings of equal spatial frequency (Hann-windowed periodogram of the patch less its
+    mean, in normalised intensity² per frequency sample; white noise of variance v gives v at every
+    frequency). For a stationary Gaussian texture these are its covariance's eigenvalues."""
+    b = np.asarray(background, np.float64)
+    b = b - b.mean()
+    window = np.outer(np.hanning(b.shape[0]), np.hanning(b.shape[1]))
+    periodogram = np.abs(np.fft.fft2(b * window)) ** 2 / (window**2).sum()
+    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(b.shape[0]), np.fft.fftfreq(b.shape[1]), indexing="ij"))
+    ring = np.minimum((radius / radius.max() * rings).astype(np.int64), rings - 1)
+    mean = np.bincount(ring.ravel(), periodogram.ravel(), rings) / np.maximum(np.bincount(ring.ravel(), minlength=rings), 1)
+    return np.maximum(mean[ring], 1e-30)
+
+
+def texture_limited_snr(pair) -> np.ndarray:
+    """(M,) float64, one per MC of ``pair.info["mcs"]``: its detectability d' for the prewhitening
+    matched filter, an observer that knows the MC's blurred signal exactly and sees it in the
+    pair's own background taken as stationary Gaussian texture with that background's power
+    spectrum (:func:`background_power_spectrum`): ``d'**2 = sum_f |S(f)|**2 / lambda(f) / N`` over the
+    N frequencies but the mean. Anatomy is neither Gaussian nor stationary (a vessel edge is
+    not noise of the same power), so real tissue is harder than this; an MC hidden under another
+    gets 0."""
+    mcs = pair.info["mcs"]
+    ids = mcs["id"].astype(np.int64)
+    out = np.zeros(ids.size)
+    if ids.size == 0 or not pair.mask.any() or pair.background is None:
+        return out
+    power = background_power_spectrum(pair.background)
+    owner = mc_owners(pair)
+    signal = pair.signal.astype(np.float64)
+    for k, mc_id in enumerate(ids):
+        own = owner == mc_id
+        if not own.any():
+            continue
+        spectrum = np.fft.fft2(np.where(own, signal, 0.0))
+        spectrum[0, 0] = 0.0  # the local mean is unknown to the observer
+        out[k] = np.sqrt((np.abs(spectrum) ** 2 / power).sum() / signal.size)
+    return out
+
+
+def detection_chance(snr: np.ndarray, fp_per_cm2: float, pixel_size_mm: float) -> np.ndarray:
+    """Chance that an ideal observer finds each MC of detectability ``snr`` (d', from
+    :func:`matched_filter_snr` or :func:`texture_limited_snr`) while making at most
+    ``fp_per_cm2`` false detections per cm²: every pixel is a place it tests, so its threshold is
+    the standard normal quantile ``z`` with ``(1 - Phi(z)) * (pixels per cm²) = fp_per_cm2`` (about
+    3.9 at 1 per cm² and 0.07 mm), and an MC of detectability d' is found with probability
+    ``Phi(d' - z)``. (M,) float64 in [0, 1]."""
     from scipy.stats import norm
 
     pixels_per_cm2 = (10.0 / pixel_size_mm) ** 2
     z = norm.isf(min(fp_per_cm2 / pixels_per_cm2, 0.5))
-    return norm.cdf(np.asarray(matched_snr, np.float64) - z)
+    return norm.cdf(np.asarray(snr, np.float64) - z)
 
 
 def matched_components(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float):
@@ -222,15 +277,15 @@ def threshold_for_fp_rate(pairs, prob, pixel_size_mm: float, area_cm2: float, ra
     return 1.0
 
 
-def breakdown(table: dict, found: np.ndarray, noise_limited: np.ndarray | None = None) -> dict:
-    """Sensitivity by morphology, size and visibility; with ``noise_limited`` ((M,) chances from
-    :func:`noise_limited_detection`) each group also gives that observer's expected sensitivity."""
+def breakdown(table: dict, found: np.ndarray, observers: dict[str, np.ndarray] | None = None) -> dict:
+    """Sensitivity by morphology, size and visibility; ``observers`` maps a name to (M,) chances
+    from :func:`detection_chance`, and each group also gives every observer's expected sensitivity."""
     from mcgenref_core.synth.config import MORPHOLOGIES
 
     def rate(sel):
         row = {"n": int(sel.sum()), "sensitivity": round(float(found[sel].mean()), 3) if sel.any() else None}
-        if noise_limited is not None:
-            row["noise_limited"] = round(float(noise_limited[sel].mean()), 3) if sel.any() else None
+        for name, chance in (observers or {}).items():
+            row[name] = round(float(chance[sel].mean()), 3) if sel.any() else None
         return row
 
     out = {"all": rate(np.ones(found.size, bool)), "morphology": {}, "size_mm": {}, "peak_snr": {},
@@ -251,6 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fp-per-cm2", type=float, help="read at the FROC threshold with at most this FP rate")
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--pair-seed", type=int, default=2024, help="seed of the pairs (2024: the pairs of docs/results.md)")
+    ap.add_argument("--backgrounds", choices=("val", "train"), default="val",
+                    help="draw into the validation normals (default) or the training backgrounds (tissue the model has seen)")
     ap.add_argument("--tta", action="store_true", help="maps averaged over flips and turns (segment --tta), read at the TTA threshold")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--json", type=Path)
@@ -265,8 +322,8 @@ def main(argv=None) -> int:
 
     px, patch = REGIME_PIXEL_SIZE_MM[args.regime], PATCH_PX[args.regime]
     weights = resolve_weights(args.weights, "segmentor", px)
-    files = default_backgrounds(args.data, args.regime, "val")
-    sampler = BackgroundSampler(files, px, pixel_size_mm=0.07 if args.regime == "digital" else None)
+    files = default_backgrounds(args.data, args.regime, args.backgrounds)
+    sampler = BackgroundSampler(files, px, pixel_size_mm=0.07 if args.regime == "digital" else None, split=args.backgrounds)
     cfg = SynthesisConfig(patch_px=patch, working_pixel_size_mm=px, negative_fraction=0.0)
     pairs = SyntheticPairGenerator(cfg, sampler).batch_pairs(args.pairs, np.random.default_rng(args.pair_seed))
     images = np.stack([p.image for p in pairs])
@@ -281,25 +338,29 @@ def main(argv=None) -> int:
     found, fp = found_at(pairs, pred["prob"], threshold, px)
     # the noise-limited observer is held to the false-positive rate the segmentor ran at here
     bound_rate = args.fp_per_cm2 if args.fp_per_cm2 is not None else max(fp / area_cm2, 1e-3)
-    bound = noise_limited_detection(table["matched_snr"], bound_rate, px)
+    observers = {"noise_limited": detection_chance(table["matched_snr"], bound_rate, px),
+                 "texture_limited": detection_chance(table["texture_snr"], bound_rate, px)}
     kinds = miss_kinds(pairs, pred["prob"], threshold, px)
     fp_mm, pixel_mm = false_component_distances(pairs, pred["prob"], threshold, px)
-    result = {"regime": args.regime, "weights": weights.name, "tta": args.tta, "pairs": len(pairs), "pair_seed": args.pair_seed,
+    result = {"regime": args.regime, "weights": weights.name, "backgrounds": [f.name for f in files], "tta": args.tta, "pairs": len(pairs), "pair_seed": args.pair_seed,
               "patch_px": patch, "threshold": threshold, "threshold_rule": how, "fp_per_cm2": round(fp / area_cm2, 3),
-              "noise_limited_fp_per_cm2": round(bound_rate, 3), **breakdown(table, found, bound),
+              "observers_fp_per_cm2": round(bound_rate, 3), **breakdown(table, found, observers),
               "what_became_of_each_mc": {k: int(np.sum(kinds == i)) for i, k in enumerate(MISS_KINDS)},
               "false_components_by_distance": fp_by_distance(fp_mm, pixel_mm, px)}
 
-    print(f"{args.regime}: {weights.name}, {len(pairs)} pairs of {patch}², threshold {threshold:.4g} ({how})")
+    print(f"{args.regime}: {weights.name}, {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, threshold {threshold:.4g} ({how})")
     print(f"  MC sensitivity {result['all']['sensitivity']} of {result['all']['n']} MCs at {result['fp_per_cm2']} FP/cm² "
-          f"(an observer limited by the noise alone, at {result['noise_limited_fp_per_cm2']} FP/cm²: {result['all']['noise_limited']})")
+          f"(ideal observers at {result['observers_fp_per_cm2']} FP/cm², limited by the noise alone: {result['all']['noise_limited']}, "
+          f"by the noise and the tissue as Gaussian texture: {result['all']['texture_limited']})")
     for group in ("morphology", "size_mm", "peak_snr"):
         print(f"  by {group}:")
         for key, r in result[group].items():
-            print(f"    {key:16} {r['n']:6d} MCs  sensitivity {r['sensitivity']}  noise-limited {r['noise_limited']}")
+            print(f"    {key:16} {r['n']:6d} MCs  sensitivity {r['sensitivity']}  noise-limited {r['noise_limited']}  "
+                  f"texture-limited {r['texture_limited']}")
     print(f"  contrast raised by the visibility floor (min_peak_snr): {result['floored']['n']} MCs, "
-          f"sensitivity {result['floored']['sensitivity']} (noise-limited {result['floored']['noise_limited']}); "
-          f"the others {result['not_floored']['n']}, {result['not_floored']['sensitivity']} ({result['not_floored']['noise_limited']})")
+          f"sensitivity {result['floored']['sensitivity']} (observers {result['floored']['noise_limited']}, {result['floored']['texture_limited']}); "
+          f"the others {result['not_floored']['n']}, {result['not_floored']['sensitivity']} "
+          f"({result['not_floored']['noise_limited']}, {result['not_floored']['texture_limited']})")
     print("  what became of each MC:")
     for key, n in result["what_became_of_each_mc"].items():
         print(f"    {n:6d}  {key}")

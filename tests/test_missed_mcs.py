@@ -67,12 +67,16 @@ def test_breakdown_matches_pooled_scores_and_the_visibility_floor(one_torch_thre
     white = missed.mc_table(pairs, noise_gain=0.0)["matched_snr"]
     assert (white[visible] >= table["peak_snr"][visible] * (1 - 1e-5)).all()
     assert (table["matched_snr"] <= white + 1e-9).all()
-    bound = missed.noise_limited_detection(table["matched_snr"], 1.0, 0.07)
-    result = missed.breakdown(table, found, bound)
+    # tissue only makes an MC harder to see than the noise alone does (both for the same template)
+    assert (table["texture_snr"][visible] > 0).all()
+    assert np.median(table["texture_snr"][visible] / white[visible]) < 1
+    observers = {"noise_limited": missed.detection_chance(table["matched_snr"], 1.0, 0.07),
+                 "texture_limited": missed.detection_chance(table["texture_snr"], 1.0, 0.07)}
+    result = missed.breakdown(table, found, observers)
     assert result["floored"]["n"] + result["not_floored"]["n"] == found.size
     for group in ("morphology", "size_mm", "peak_snr"):
         assert sum(r["n"] for r in result[group].values()) == found.size
-    assert 0 < result["all"]["noise_limited"] <= 1
+    assert 0 < result["all"]["texture_limited"] < result["all"]["noise_limited"] <= 1
     json.dumps(result)  # the --json output is plain JSON
 
 
@@ -80,7 +84,7 @@ class _Pair:
     """The parts of a ``SyntheticPair`` that ``matched_filter_snr`` reads."""
 
     def __init__(self, mask, signal, sigma, blur_mm=0.07, pixel_mm=0.07):
-        self.mask, self.signal = mask, signal
+        self.mask, self.signal, self.background = mask, signal, None
         ids = np.arange(1, len(sigma) + 1, dtype=np.uint16)
         self.info = {"mcs": {"id": ids, "noise_sigma": np.asarray(sigma, float)}, "blur_sigma_mm": blur_mm, "pixel_size_mm": pixel_mm}
 
@@ -102,6 +106,31 @@ def test_matched_filter_snr_of_known_blobs():
     assert (missed.matched_filter_snr(pair, noise_gain=0.1)[:2] < d[:2]).all()
 
     # the observer's threshold: 1 false detection per cm² of 0.07 mm pixels is z = 3.9
-    p = missed.noise_limited_detection(np.array([0.0, 3.9, 10.0]), 1.0, 0.07)
+    p = missed.detection_chance(np.array([0.0, 3.9, 10.0]), 1.0, 0.07)
     assert p[0] < 1e-4 and abs(p[1] - 0.5) < 0.02 and p[2] > 0.999
-    assert missed.noise_limited_detection(np.array([4.0]), 0.1, 0.07)[0] < missed.noise_limited_detection(np.array([4.0]), 1.0, 0.07)[0]
+    assert missed.detection_chance(np.array([4.0]), 0.1, 0.07)[0] < missed.detection_chance(np.array([4.0]), 1.0, 0.07)[0]
+
+
+def test_texture_limited_snr_equals_the_white_noise_one_on_white_noise():
+    """On a background of white noise of variance v the prewhitening observer is the plain matched
+    filter: d' = sqrt(sum s^2 / v) (less the signal's mean, which it may not use); a background with
+    the same noise plus low-frequency texture leaves a small speck almost as visible, and the
+    spectrum of white noise is flat at v."""
+    missed = load_benchmark("missed_mcs")
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:128, :128]
+    signal = (2.0 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 2.0)).astype(np.float32)
+    mask = np.zeros((128, 128), np.uint16)
+    mask[64, 64] = 1
+    pair = _Pair(mask, signal, [0.5])
+    pair.background = rng.normal(0, 0.5, (128, 128)).astype(np.float32)
+    assert abs(missed.background_power_spectrum(pair.background).mean() - 0.25) < 0.02
+    white = missed.matched_filter_snr(pair, noise_gain=0.0)[0]
+    textured = missed.texture_limited_snr(pair)[0]
+    assert abs(textured / white - 1) < 0.1
+    # add smooth structure (power at low frequencies only): the small speck stays about as visible
+    pair.background = pair.background + 3.0 * np.sin(xx / 20.0).astype(np.float32)
+    assert 0.8 < missed.texture_limited_snr(pair)[0] / white < 1.1
+    # white noise of four times the power halves it
+    pair.background = rng.normal(0, 1.0, (128, 128)).astype(np.float32)
+    assert abs(missed.texture_limited_snr(pair)[0] / white - 0.5) < 0.06
