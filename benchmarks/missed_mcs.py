@@ -169,6 +169,35 @@ def detection_chance(snr: np.ndarray, fp_per_cm2: float, pixel_size_mm: float) -
     return norm.cdf(np.asarray(snr, np.float64) - z)
 
 
+def draw_pairs(regime: str, data: Path, n: int = 256, seed: int = 2024, backgrounds: str = "val") -> tuple[list, float, int]:
+    """The synthetic pairs of ``segmentor_quality.py`` (default synthesis, every patch positive) on
+    the regime's ``backgrounds`` split, with their working pixel size (mm) and patch edge (px)."""
+    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+    from mcgenref_core.synth.splits import default_backgrounds
+    from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
+
+    px, patch = REGIME_PIXEL_SIZE_MM[regime], PATCH_PX[regime]
+    files = default_backgrounds(data, regime, backgrounds)
+    sampler = BackgroundSampler(files, px, pixel_size_mm=0.07 if regime == "digital" else None, split=backgrounds)
+    config = SynthesisConfig(patch_px=patch, working_pixel_size_mm=px, negative_fraction=0.0)
+    return SyntheticPairGenerator(config, sampler).batch_pairs(n, np.random.default_rng(seed)), px, patch
+
+
+def ideal_observer_sensitivity(pairs, pixel_size_mm: float, fp_per_cm2: float = 1.0) -> dict[str, float]:
+    """Expected MC sensitivity of the noise-limited and the texture-limited observers (module
+    docstring) on ``pairs`` at ``fp_per_cm2``, over all MCs and over the specks at the floor."""
+    from mcgenref_core.synth import SynthesisConfig
+
+    table = mc_table(pairs, SynthesisConfig().noise_gain)
+    floored = table["floored"].astype(bool)
+    out = {}
+    for name, key in (("noise_limited", "matched_snr"), ("texture_limited", "texture_snr")):
+        chance = detection_chance(table[key], fp_per_cm2, pixel_size_mm)
+        out[name] = round(float(chance.mean()), 3)
+        out[f"{name}_floored"] = round(float(chance[floored].mean()), 3) if floored.any() else None
+    return out
+
+
 def matched_components(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float):
     """Yield ``(pair, labels, match)`` per pair: the components of its map at ``threshold`` (no
     area limits) and their one-to-one match against its MCs (``evaluation.mc.match_instances``)."""
@@ -316,16 +345,11 @@ def main(argv=None) -> int:
     import segmentor_quality
 
     from mcgenref_core.models.weights import resolve_weights
-    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
     from mcgenref_core.synth.splits import default_backgrounds
-    from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
 
-    px, patch = REGIME_PIXEL_SIZE_MM[args.regime], PATCH_PX[args.regime]
-    weights = resolve_weights(args.weights, "segmentor", px)
+    pairs, px, patch = draw_pairs(args.regime, args.data, args.pairs, args.pair_seed, args.backgrounds)
     files = default_backgrounds(args.data, args.regime, args.backgrounds)
-    sampler = BackgroundSampler(files, px, pixel_size_mm=0.07 if args.regime == "digital" else None, split=args.backgrounds)
-    cfg = SynthesisConfig(patch_px=patch, working_pixel_size_mm=px, negative_fraction=0.0)
-    pairs = SyntheticPairGenerator(cfg, sampler).batch_pairs(args.pairs, np.random.default_rng(args.pair_seed))
+    weights = resolve_weights(args.weights, "segmentor", px)
     images = np.stack([p.image for p in pairs])
     pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta)
     area_cm2 = len(pairs) * (patch * px / 10) ** 2
@@ -334,7 +358,7 @@ def main(argv=None) -> int:
     else:
         threshold = threshold_for_fp_rate(pairs, pred["prob"], px, area_cm2, args.fp_per_cm2)
         how = f"the lowest FROC-grid threshold with <= {args.fp_per_cm2:g} FP/cm2 on these pairs"
-    table = mc_table(pairs, cfg.noise_gain)
+    table = mc_table(pairs)
     found, fp = found_at(pairs, pred["prob"], threshold, px)
     # the noise-limited observer is held to the false-positive rate the segmentor ran at here
     bound_rate = args.fp_per_cm2 if args.fp_per_cm2 is not None else max(fp / area_cm2, 1e-3)

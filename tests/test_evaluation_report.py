@@ -35,6 +35,8 @@ def test_quick_report_writes_every_section(tmp_path, one_torch_thread):
         assert f"images/{name}" in page
     numbers = json.loads((images / "results.json").read_text())
     legacy = numbers["synthetic"]["film"]["segmentor_legacy"]["at_operating_point"]
+    observers = numbers["synthetic"]["film"]["observers_at_1_fp_per_cm2"]  # on the very pairs scored
+    assert 0 < observers["texture_limited"] < observers["noise_limited"] <= 1
     ours = numbers["synthetic"]["film"]["segmentor"]["levels"]
     # the evaluation engine reproduces segmentor_quality's pooled figures on the same pairs
     assert ours["pixel"]["pooled"]["values"]["dice"] == pytest.approx(legacy["dice"], abs=1e-4)
