@@ -169,20 +169,6 @@ def detection_chance(snr: np.ndarray, fp_per_cm2: float, pixel_size_mm: float) -
     return norm.cdf(np.asarray(snr, np.float64) - z)
 
 
-def draw_pairs(regime: str, data: Path, n: int = 256, seed: int = 2024, backgrounds: str = "val") -> tuple[list, float, int]:
-    """The synthetic pairs of ``segmentor_quality.py`` (default synthesis, every patch positive) on
-    the regime's ``backgrounds`` split, with their working pixel size (mm) and patch edge (px)."""
-    from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
-    from mcgenref_core.synth.splits import default_backgrounds
-    from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
-
-    px, patch = REGIME_PIXEL_SIZE_MM[regime], PATCH_PX[regime]
-    files = default_backgrounds(data, regime, backgrounds)
-    sampler = BackgroundSampler(files, px, pixel_size_mm=0.07 if regime == "digital" else None, split=backgrounds)
-    config = SynthesisConfig(patch_px=patch, working_pixel_size_mm=px, negative_fraction=0.0)
-    return SyntheticPairGenerator(config, sampler).batch_pairs(n, np.random.default_rng(seed)), px, patch
-
-
 def ideal_observer_sensitivity(pairs, pixel_size_mm: float, fp_per_cm2: float = 1.0) -> dict[str, float]:
     """Expected MC sensitivity of the noise-limited and the texture-limited observers (module
     docstring) on ``pairs`` at ``fp_per_cm2``, over all MCs and over the specks at the floor."""
@@ -345,10 +331,9 @@ def main(argv=None) -> int:
     import segmentor_quality
 
     from mcgenref_core.models.weights import resolve_weights
-    from mcgenref_core.synth.splits import default_backgrounds
 
-    pairs, px, patch = draw_pairs(args.regime, args.data, args.pairs, args.pair_seed, args.backgrounds)
-    files = default_backgrounds(args.data, args.regime, args.backgrounds)
+    patch = PATCH_PX[args.regime]
+    pairs, files, px = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, args.pair_seed, args.backgrounds)
     weights = resolve_weights(args.weights, "segmentor", px)
     images = np.stack([p.image for p in pairs])
     pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta)

@@ -92,8 +92,7 @@ def synthetic_section(regime: str, data: Path, n: int, patch: int, config) -> di
     tta = segmentor_quality.synthetic_scores(regime, data, n, patch, None, pairs=with_tta)
     import missed_mcs
 
-    drawn, px, _ = missed_mcs.draw_pairs(regime, data, n)  # the same pairs, with their signal and background
-    observers = missed_mcs.ideal_observer_sensitivity(drawn, px, 1.0)
+    observers = missed_mcs.ideal_observer_sensitivity(pairs["drawn"], pairs["pixel_size_mm"], 1.0)
     return {"legacy": legacy, "segmentor": seg, "baseline": base, "pairs": pairs, "baseline_prob": base_prob, "tta": tta,
             "observers_at_1_fp_per_cm2": observers, "seconds": time.perf_counter() - start}
 

@@ -25,28 +25,39 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_name: str | None, tta: bool = False) -> dict:
-    """``n`` synthetic pairs on the regime's val normals and the segmentor's probabilities on them.
-
-    Returns images (n, P, P) float32, masks (n, P, P) uint16, prob (n, P, P) float32, the
-    weights' operating ``threshold``, the loaded ``weights``, the working ``pixel_size_mm`` and
-    the ``backgrounds`` used.
-    ``tta``: probabilities averaged over flips and turns (``device.dihedral_average``), read at
-    the weights' TTA threshold.
-    """
-    from mcgenref_core.models.weights import resolve_weights
+def draw_pairs(regime: str, data: Path, n: int, patch: int, seed: int = 2024, backgrounds: str = "val") -> tuple[list, list[Path], float]:
+    """``n`` synthetic pairs (default synthesis, every patch positive, ``patch`` working pixels,
+    numpy seed ``seed``) drawn into the regime's ``backgrounds`` split: the ``SyntheticPair``
+    list (with each pair's signal and background), the background files and the working pixel
+    size in mm."""
     from mcgenref_core.synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
     from mcgenref_core.synth.splits import default_backgrounds
     from mcgenref_core.train import REGIME_PIXEL_SIZE_MM
 
     spacing = REGIME_PIXEL_SIZE_MM[regime]
-    weights = resolve_weights(weights_name, "segmentor", spacing)
-    files = default_backgrounds(data, regime, "val")
-    sampler = BackgroundSampler(files, spacing, pixel_size_mm=0.07 if regime == "digital" else None)
+    files = default_backgrounds(data, regime, backgrounds)
+    sampler = BackgroundSampler(files, spacing, pixel_size_mm=0.07 if regime == "digital" else None, split=backgrounds)
     gen = SyntheticPairGenerator(SynthesisConfig(patch_px=patch, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
-    images, masks = gen.batch(n, np.random.default_rng(2024))
+    return gen.batch_pairs(n, np.random.default_rng(seed)), files, spacing
+
+
+def synthetic_predictions(regime: str, data: Path, n: int, patch: int, weights_name: str | None, tta: bool = False) -> dict:
+    """``n`` synthetic pairs on the regime's val normals and the segmentor's probabilities on them.
+
+    Returns images (n, P, P) float32, masks (n, P, P) uint16, prob (n, P, P) float32, the
+    weights' operating ``threshold``, the loaded ``weights``, the working ``pixel_size_mm``, the
+    ``backgrounds`` used and the ``drawn`` ``SyntheticPair`` list (:func:`draw_pairs`).
+    ``tta``: probabilities averaged over flips and turns (``device.dihedral_average``), read at
+    the weights' TTA threshold.
+    """
+    from mcgenref_core.models.weights import resolve_weights
+
+    drawn, files, spacing = draw_pairs(regime, data, n, patch)
+    weights = resolve_weights(weights_name, "segmentor", spacing)
+    images = np.stack([q.image for q in drawn])
+    masks = np.stack([q.mask for q in drawn])
     return {"images": images, "masks": masks, **segmentor_probabilities(images, weights, tta), "weights": weights,
-            "pixel_size_mm": spacing, "backgrounds": files}
+            "pixel_size_mm": spacing, "backgrounds": files, "drawn": drawn}
 
 
 def segmentor_probabilities(images: np.ndarray, weights, tta: bool = False) -> dict:
