@@ -268,10 +268,10 @@ def test_status_line_warns_when_the_refined_threshold_was_calibrated_under_other
     same = {**record, "refine": {"output_threshold_settings_differ": []}}
     assert describe_run(same) == describe_run(record)
     # the segmentor's regime, and the hint for a converted image read as digital by its pixel size
-    run = {"device_used": "cpu", "regime": "digital", "regime_note": "x.dcm is a converted image (...). If it is scanned film, --regime film reads it"}
+    run = {"device_used": "cpu", "regime": "digital", "regime_note": "x.dcm is a converted image (...); if it is scanned film, the film regime reads it"}
     text = describe_run({**record, "run": run})
     assert text.startswith("3 MCs, 1 clusters in 2.0 s on cpu (digital segmentor). x.dcm is a converted image")
-    assert text.endswith("regime film reads it") and "--regime" not in text
+    assert text.endswith("if it is scanned film, the film regime reads it")
 
 
 def test_regime_field_reads_a_converted_scan_with_the_film_segmentor(make_napari_viewer, qtbot, write_dicom, monkeypatch):
@@ -293,7 +293,7 @@ def test_regime_field_reads_a_converted_scan_with_the_film_segmentor(make_napari
     assert wait_done(qtbot, widget) == "returned"
     record = viewer.layers["scan MCs"].metadata["record"]
     assert record["weights"]["name"] == "digital-0.07mm" and record["run"]["regime_note"]
-    assert "(digital segmentor)" in widget.runner.status.text() and "regime film" in widget.runner.status.text()
+    assert "(digital segmentor)" in widget.runner.status.text() and "the film regime reads it" in widget.runner.status.text()
 
     widget.form.set_field("regime", "film")
     widget.run()

@@ -64,7 +64,7 @@ def test_reading_regime_precedence(write_dicom, tmp_path):
     converted = read_mammogram(write_dicom("sc.dcm", ConversionType="WSD"), pixel_size_mm=0.05)
     regime, source, note = reading_regime(InferenceConfig(), converted)
     assert (regime, source) == ("digital", "pixel size 0.05 mm")
-    assert "sc.dcm" in note and "--regime film" in note and "ConversionType WSD" in note
+    assert "sc.dcm" in note and "the film regime reads it" in note and "ConversionType WSD" in note
     # asked for: no note; a weights file named: the note would be beside the point
     assert reading_regime(InferenceConfig(regime="film"), converted) == ("film", "asked for", None)
     assert reading_regime(InferenceConfig(weights="digital-0.07mm"), converted)[2] is None
@@ -116,12 +116,14 @@ def test_cli_regime_option_and_the_note_on_a_converted_image(write_dicom, tmp_pa
     auto = subprocess.run([*base, "--out", str(tmp_path / "auto")], capture_output=True, text=True, timeout=600)
     assert auto.returncode == 0, auto.stderr
     record = json.loads((tmp_path / "auto" / "sc.json").read_text())
-    assert record["weights"]["name"] == "digital-0.07mm" and "--regime film" in record["run"]["regime_note"]
+    assert record["weights"]["name"] == "digital-0.07mm" and "the film regime reads it" in record["run"]["regime_note"]
+    notes = [line for line in auto.stderr.splitlines() if line.startswith("mcgenref: note: sc.dcm is a converted image")]
+    assert len(notes) == 1 and notes[0].endswith("(--regime film)")
     film = subprocess.run([*base, "--regime", "film", "--out", str(tmp_path / "film")], capture_output=True, text=True, timeout=600)
     assert film.returncode == 0, film.stderr
     record = json.loads((tmp_path / "film" / "sc.json").read_text())
     assert record["weights"]["name"] == "film-0.2mm" and record["run"]["regime_note"] is None
-    assert record["settings"]["regime"] == "film"
+    assert record["settings"]["regime"] == "film" and "mcgenref: note" not in film.stderr
     bad = subprocess.run([*base, "--regime", "ct", "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "--regime" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -134,7 +136,7 @@ def test_cbis_ddsm_scan_is_flagged_and_read_as_film_when_asked(one_torch_thread)
     mammo = read_mammogram(cbis_dicoms()[0], pixel_size_mm=0.05)
     assert mammo.acquisition is None and "Secondary Capture" in mammo.meta["converted"]
     regime, _source, note = reading_regime(InferenceConfig(), mammo)
-    assert regime == "digital" and "--regime film" in note
+    assert regime == "digital" and "the film regime reads it" in note
     record = segment(mammo, InferenceConfig(device="cpu", regime="film")).record
     assert record["weights"]["name"] == "film-0.2mm" and record["run"]["regime"] == "film"
     assert record["weights"]["working_pixel_size_mm"] == 0.2 and record["input"]["pixel_size_mm"] == 0.05

@@ -200,7 +200,7 @@ def reading_regime(config: InferenceConfig, mammo: Mammogram) -> tuple[str, str,
     note = None
     converted = mammo.meta.get("converted")
     if converted and regime == "digital" and config.weights is None:
-        note = f"{mammo.path.name} is a converted image ({converted}); read as digital by its pixel size. If it is scanned film, --regime film reads it with the film segmentor"
+        note = f"{mammo.path.name} is a converted image ({converted}); read as digital by its pixel size; if it is scanned film, the film regime reads it with the film segmentor"
     return regime, f"pixel size {float(mammo.pixel_size_mm):g} mm", note
 
 

@@ -95,7 +95,7 @@ def add_segment_options(p: argparse.ArgumentParser, format_default: str | None =
     from ..refine import RefineConfig
     from ..segment import InferenceConfig
 
-    p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: chosen by pixel size)")
+    p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: the bundled segmentor of --regime)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device (default auto)")
     p.add_argument("--tile", type=int, metavar="PX", help="tile edge in working pixels (default 256)")
     p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default 0.25)")

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
             key = (config.weights, regime)
             if key not in weights_cache:
                 weights_cache[key] = resolve_weights(config.weights, "segmentor", mammo.pixel_size_mm, regime)
-            if regime_note and not args.quiet:
-                print(f"mcgenref: note: {regime_note}", file=sys.stderr)
+            if regime_note:
+                print(f"mcgenref: note: {regime_note} (--regime film)", file=sys.stderr)
             steps = segment_steps(mammo, config, weights=weights_cache[key], refine_config=refine_config)
             result = _drive(steps, f"segment {mammo.stem}", args.quiet)
             write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)

@@ -36,7 +36,6 @@ from ._runner import JobRunner, show_error_message, show_info_message
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
-REGIME_CHOICES = ("auto", "film", "digital")
 
 
 class WeightsEditor(FieldEditor):
@@ -86,9 +85,11 @@ def describe_device(choice: str) -> tuple[str, bool]:
 
 def inference_editors() -> dict[str, FieldEditor]:
     """Editors with choices for the InferenceConfig fields that have fixed values."""
+    from mcgenref_core.models.weights import REGIMES
+
     return {
         "weights": WeightsEditor("segmentor"),
-        "regime": ChoiceEditor(REGIME_CHOICES),
+        "regime": ChoiceEditor(("auto", *REGIMES)),
         "device": ChoiceEditor(DEVICE_CHOICES),
         "precision": ChoiceEditor(PRECISION_CHOICES),
     }
@@ -327,7 +328,7 @@ def describe_run(record: dict) -> str:
     if differing:
         text += f"; refined maps read at a threshold calibrated under other settings ({', '.join(differing)})"
     if run.get("regime_note"):
-        text += f". {run['regime_note'].replace('--regime film', 'regime film')}"
+        text += f". {run['regime_note']}"
     return text
 
 
