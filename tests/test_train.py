@@ -15,6 +15,7 @@ from mcgenref_core.models.weights import load_weights
 from mcgenref_core.synth import SynthesisConfig
 from mcgenref_core.train import (
     TrainConfig,
+    gap_pixel_weights,
     initialise_from,
     mc_pixel_weights,
     segmentation_loss,
@@ -69,6 +70,35 @@ def test_instance_weighting_gives_every_mc_the_same_total_weight():
     a = segmentation_loss(logits, target, 3.0, 1.0)
     b = segmentation_loss(logits, target, 3.0, 1.0, torch.from_numpy(pixel)[:, None])
     assert torch.allclose(a, b)
+
+
+def test_gap_weighting_marks_the_background_between_two_mcs_and_nothing_else():
+    masks = np.zeros((3, 24, 24), np.uint16)
+    masks[0, 8:12, 4:8] = 1  # two MCs 3 px apart: the gap columns 8..10
+    masks[0, 8:12, 11:15] = 2
+    masks[1, 8:12, 8:12] = 1  # a lone MC: nothing to separate
+    masks[2, 2:4, 2:4] = 1  # two MCs far apart: next to nothing between them
+    masks[2, 20:22, 20:22] = 2
+    sigma = 0.2 / 0.07
+    extra = gap_pixel_weights(masks, sigma, 10.0)
+    assert extra.shape == masks.shape and extra.dtype == np.float32
+    assert np.all(extra[masks > 0] == 0)
+    gap = extra[0, 8:12, 8:11]
+    # d1 + d2 = 4 px across a 3 px gap: 10 exp(-16 / 2 sigma^2)
+    assert np.allclose(gap, 10 * np.exp(-16 / (2 * sigma**2)), rtol=1e-5)
+    assert gap.min() > extra[0, 3, 9] > extra[0, 0, 9] >= 0  # falls off away from the gap
+    assert extra[0, 10, 0] < 0.5 and extra[0, 10, 20] < 0.5  # beside the pair, not between them
+    assert not extra[1].any()
+    assert extra[2].max() < 0.2
+    assert not gap_pixel_weights(masks, sigma, 0.0).any()
+    # the same result as the exact two-nearest distances over the whole patch
+    from scipy import ndimage
+
+    d = np.stack([ndimage.distance_transform_edt(masks[0] != k) for k in (1, 2)])
+    exact = np.where(masks[0] == 0, 10 * np.exp(-(d.sum(0) ** 2) / (2 * sigma**2)), 0)
+    assert np.allclose(extra[0], exact, atol=0.011 * 10)
+    with pytest.raises(InputError, match="gap-weight"):
+        TrainConfig(gap_weight=-1).validate()
 
 
 def test_fine_tuning_starts_from_the_given_weights_and_refuses_another_architecture():
@@ -135,7 +165,7 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path):
 
 @needs_shared_data
 def test_progress_events_and_a_changed_config_refuses_to_resume(tmp_path):
-    train = TrainConfig(**{**TINY, "mc_weighting": "instance"})
+    train = TrainConfig(**{**TINY, "mc_weighting": "instance", "gap_weight": 10.0})
     gen = train_segmentor_steps(tmp_path / "w.safetensors", train, SynthesisConfig(), backgrounds=[str(MIAS_DIR / "mdb003.pgm")],
                                 val_backgrounds=[str(MIAS_DIR / "mdb007.pgm")], cache_dir=None)
     kinds = []
