@@ -172,9 +172,7 @@ def detection_chance(snr: np.ndarray, fp_per_cm2: float, pixel_size_mm: float) -
 def ideal_observer_sensitivity(pairs, pixel_size_mm: float, fp_per_cm2: float = 1.0) -> dict[str, float]:
     """Expected MC sensitivity of the noise-limited and the texture-limited observers (module
     docstring) on ``pairs`` at ``fp_per_cm2``, over all MCs and over the specks at the floor."""
-    from mcgenref_core.synth import SynthesisConfig
-
-    table = mc_table(pairs, SynthesisConfig().noise_gain)
+    table = mc_table(pairs)
     floored = table["floored"].astype(bool)
     out = {}
     for name, key in (("noise_limited", "matched_snr"), ("texture_limited", "texture_snr")):

@@ -167,10 +167,11 @@ def gap_pixel_weights(masks: np.ndarray, sigma_px: float, peak: float) -> np.nda
     ``masks`` (N, H, W) instance ids (0 = background, ids per patch). A background pixel at
     Euclidean distances ``d1`` <= ``d2`` (px) from its two nearest MCs gets
     ``peak * exp(-(d1 + d2)**2 / (2 * sigma_px**2))``; MC pixels and pixels with fewer than two
-    MCs in reach get 0. This is the separation weighting of the original U-Net: a thin
-    background ridge between two MCs costs as much as missing an MC pixel, so the logits dip
-    between neighbours instead of merging them into one component. Distances are computed in
-    each MC's box grown by ``3 * sigma_px``; beyond it the weight is below ``peak * 0.011``.
+    MCs in reach get 0. This is the separation weighting of the original U-Net: it puts extra
+    loss on the thin background ridge between two MCs, asking the logits to dip there rather
+    than join the two into one component (on the digital synthesis it did not part merged MCs:
+    docs/training.md, "Separation weighting"). Distances are computed in each MC's box grown by
+    ``3 * sigma_px``; beyond it the weight is below ``peak * 0.011``.
     """
     from scipy import ndimage
 
@@ -366,9 +367,9 @@ def train_segmentor_steps(
         y = torch.from_numpy((masks > 0).astype(np.float32))[:, None].to(device)
         w = None
         if train.mc_weighting != "pixel" or train.gap_weight > 0:
-            weights = mc_pixel_weights(masks, train.pos_weight, train.mc_weighting)
-            weights += gap_pixel_weights(masks, train.gap_sigma_mm / train.pixel_size_mm, train.gap_weight)
-            w = torch.from_numpy(weights)[:, None].to(device)
+            pixel_weights = mc_pixel_weights(masks, train.pos_weight, train.mc_weighting)
+            pixel_weights += gap_pixel_weights(masks, train.gap_sigma_mm / train.pixel_size_mm, train.gap_weight)
+            w = torch.from_numpy(pixel_weights)[:, None].to(device)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
         model.train()
