@@ -161,6 +161,10 @@ class SyntheticPairGenerator:
         mc_cluster, mc_patch = mc_cluster[order], mc_patch[order]
         m = mc_cluster.size
         kind = _pick(rng, self._morph_cdf, m)
+        # linear MCs first within each cluster: placement keeps the earlier of two that clash, and a
+        # long linear MC finds room less often than a speck, so the morphology mix holds
+        first_linear = np.lexsort((kind != KIND["linear"], mc_cluster, mc_cluster < 0, mc_patch))
+        mc_cluster, mc_patch, kind = mc_cluster[first_linear], mc_patch[first_linear], kind[first_linear]
         rounds = PLACEMENT_TRIES + 1
         candidates = np.zeros((rounds, m, 2))
         directions = np.zeros((rounds, m))
@@ -189,11 +193,15 @@ class SyntheticPairGenerator:
         on. Returns the indices kept (sorted)."""
         c = self.config
         patch = plan["patch"]
+        # outlines as capsules: a linear MC is its stem and branches thickened by half its width,
+        # any other MC a disk of its extent (zero-length segments at its centre)
         linear = shapes.kind == KIND["linear"]
+        segments = np.where(linear[:, None, None, None], shapes.segments, 0.0)
         radius = np.where(linear, shapes.width / 2.0, shapes.extent)
         gap = c.min_gap_mm / self.pixel_size_mm
         kept = kernels.place_mcs(shapes.centre, np.ascontiguousarray(plan["candidates"], dtype=np.float64),
-                                 np.ascontiguousarray(patch, dtype=np.int64), np.ascontiguousarray(radius, dtype=np.float64),
+                                 np.ascontiguousarray(patch, dtype=np.int64), np.ascontiguousarray(segments, dtype=np.float64),
+                                 np.ascontiguousarray(radius, dtype=np.float64), np.ascontiguousarray(shapes.extent, dtype=np.float64),
                                  breasts, float(c.min_separation_px), float(gap))
         return np.flatnonzero(kept)
 

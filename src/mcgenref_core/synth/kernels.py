@@ -298,14 +298,63 @@ def label_instances(mask, priority, anchor, canvas_of, coverage, ids, centres):
 
 
 @njit(cache=True, nogil=True)
-def place_round(centre, todo, patch, first, radius, kept, breasts, min_separation, gap):
+def _point_segment_distance(py, px, ay, ax, by, bx):
+    """Euclidean distance (px) from the point (py, px) to the segment from (ay, ax) to (by, bx)."""
+    dy, dx = by - ay, bx - ax
+    length2 = dy * dy + dx * dx
+    t = 0.0
+    if length2 > 0.0:
+        t = min(1.0, max(0.0, ((py - ay) * dy + (px - ax) * dx) / length2))
+    return math.hypot(py - (ay + t * dy), px - (ax + t * dx))
+
+
+@njit(cache=True, nogil=True)
+def _segment_distance(a0y, a0x, a1y, a1x, b0y, b0x, b1y, b1x):
+    """Euclidean distance (px) between two 2-D segments (0 where they cross)."""
+    d1 = (a1y - a0y) * (b0x - a0x) - (a1x - a0x) * (b0y - a0y)
+    d2 = (a1y - a0y) * (b1x - a0x) - (a1x - a0x) * (b1y - a0y)
+    d3 = (b1y - b0y) * (a0x - b0x) - (b1x - b0x) * (a0y - b0y)
+    d4 = (b1y - b0y) * (a1x - b0x) - (b1x - b0x) * (a1y - b0y)
+    if ((d1 > 0 and d2 < 0) or (d1 < 0 and d2 > 0)) and ((d3 > 0 and d4 < 0) or (d3 < 0 and d4 > 0)):
+        return 0.0
+    return min(_point_segment_distance(a0y, a0x, b0y, b0x, b1y, b1x), _point_segment_distance(a1y, a1x, b0y, b0x, b1y, b1x),
+               _point_segment_distance(b0y, b0x, a0y, a0x, a1y, a1x), _point_segment_distance(b1y, b1x, a0y, a0x, a1y, a1x))
+
+
+@njit(cache=True, nogil=True)
+def _clear(i, j, centre, segments, radius, extent, min_separation, gap):
+    """Whether MCs ``i`` and ``j`` are far enough apart: centres at least ``min_separation`` px
+    and outlines at least ``gap`` px. Each MC is the union of capsules: its ``segments`` (M, S, 2,
+    2) px relative to its centre, thickened by ``radius`` (M,) px (a star MC: segments of zero
+    length at its centre, ``radius`` its extent; a linear MC: its stem and branches, half its
+    width). ``extent`` (M,) px bounds each MC, so far pairs skip the capsule test."""
+    dy = centre[i, 0] - centre[j, 0]
+    dx = centre[i, 1] - centre[j, 1]
+    d = math.hypot(dy, dx)
+    if d < min_separation:
+        return False
+    if d >= extent[i] + extent[j] + gap:
+        return True
+    need = radius[i] + radius[j] + gap
+    for s in range(segments.shape[1]):
+        a0y, a0x = centre[i, 0] + segments[i, s, 0, 0], centre[i, 1] + segments[i, s, 0, 1]
+        a1y, a1x = centre[i, 0] + segments[i, s, 1, 0], centre[i, 1] + segments[i, s, 1, 1]
+        for t in range(segments.shape[1]):
+            b0y, b0x = centre[j, 0] + segments[j, t, 0, 0], centre[j, 1] + segments[j, t, 0, 1]
+            b1y, b1x = centre[j, 0] + segments[j, t, 1, 0], centre[j, 1] + segments[j, t, 1, 1]
+            if _segment_distance(a0y, a0x, a1y, a1x, b0y, b0x, b1y, b1x) < need:
+                return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def place_round(centre, todo, patch, first, segments, radius, extent, kept, breasts, min_separation, gap):
     """One round of MC placement: each MC of ``todo`` (T,) int64 ascending, at its current
     ``centre`` (M, 2) float64 px, is kept when it lies inside its patch's breast (``breasts``
     (N, P, P) bool, ``patch`` (M,) int64 ascending, the MCs of patch q being
     ``first[q]:first[q + 1]``) and clears every kept MC of its patch and every earlier candidate
-    of this round in its patch that is itself clear of the kept ones. Clear: centre distance at
-    least ``max(min_separation, radius_i + radius_j + gap)`` px. ``kept`` (M,) bool is updated
-    in place."""
+    of this round in its patch that is itself clear of the kept ones (clear: :func:`_clear` with
+    ``segments``, ``radius``, ``extent``). ``kept`` (M,) bool is updated in place."""
     t = todo.size
     p = breasts.shape[1]
     ok = np.zeros(t, np.bool_)
@@ -318,11 +367,9 @@ def place_round(centre, todo, patch, first, radius, kept, breasts, min_separatio
             continue
         clear = True
         for j in range(first[patch[i]], first[patch[i] + 1]):
-            if kept[j] and j != i:
-                need = max(min_separation, radius[i] + radius[j] + gap)
-                if math.hypot(y - centre[j, 0], x - centre[j, 1]) < need:
-                    clear = False
-                    break
+            if kept[j] and j != i and not _clear(i, j, centre, segments, radius, extent, min_separation, gap):
+                clear = False
+                break
         ok[a] = clear
     for a in range(t):
         if not ok[a]:
@@ -332,22 +379,21 @@ def place_round(centre, todo, patch, first, radius, kept, breasts, min_separatio
         b = a - 1
         while b >= 0 and patch[todo[b]] == patch[i]:  # the earlier candidates of this patch
             j = todo[b]
-            if ok[b]:
-                need = max(min_separation, radius[i] + radius[j] + gap)
-                if math.hypot(centre[i, 0] - centre[j, 0], centre[i, 1] - centre[j, 1]) < need:
-                    clear = False
-                    break
+            if ok[b] and not _clear(i, j, centre, segments, radius, extent, min_separation, gap):
+                clear = False
+                break
             b -= 1
         if clear:
             kept[i] = True
 
 
 @njit(cache=True, nogil=True)
-def place_mcs(centre, candidates, patch, radius, breasts, min_separation, gap):
+def place_mcs(centre, candidates, patch, segments, radius, extent, breasts, min_separation, gap):
     """Placement of every MC in up to R rounds (:func:`place_round`): round 0 tests the
     current ``centre`` (M, 2) float64 px; before round r the MCs not yet kept move to
     ``candidates[r]`` ((R, M, 2) float64 px; ``centre`` is updated in place). ``patch`` (M,)
-    int64 must be ascending. Returns ``kept`` (M,) bool."""
+    int64 must be ascending; ``segments`` (M, S, 2, 2), ``radius`` and ``extent`` (M,) px
+    describe each MC's outline (:func:`_clear`). Returns ``kept`` (M,) bool."""
     m = centre.shape[0]
     first = np.searchsorted(patch, np.arange(breasts.shape[0] + 1))
     kept = np.zeros(m, np.bool_)
@@ -357,7 +403,7 @@ def place_mcs(centre, candidates, patch, radius, breasts, min_separation, gap):
             for i in todo:
                 centre[i, 0] = candidates[attempt, i, 0]
                 centre[i, 1] = candidates[attempt, i, 1]
-        place_round(centre, todo, patch, first, radius, kept, breasts, min_separation, gap)
+        place_round(centre, todo, patch, first, segments, radius, extent, kept, breasts, min_separation, gap)
         todo = todo[~kept[todo]]
         if todo.size == 0:
             break
