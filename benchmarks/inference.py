@@ -3,7 +3,8 @@
 For a digital mammogram (NYU 1_L_CC, 3328x2560 at 0.07 mm) and a film one (mini-MIAS mdb209,
 1024x1024 at 0.2 mm) it prints, each measured in a fresh process:
 
-- ``cli``: ``mcgenref segment`` end to end, start-up included (wall time of the command);
+- ``cli``: ``mcgenref segment`` end to end, start-up included (wall time of the command, median of
+  three fresh processes);
 - ``ours``: the tiling engine inside one process (read, mask, normalise, tiles, post-process);
 - ``monai``: MONAI ``sliding_window_inference`` (overlap 0.5, Gaussian, same ROI and batch)
   running the same model on the same normalised image, in fp32 as MONAI does by default, and
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -94,15 +96,20 @@ def child(mode: str, image: str, pixel_size: float, device: str, precision: str 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "auto") -> dict:
-    """Wall time and peak memory of ``mcgenref segment`` on one image, start-up included."""
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "mcgenref_core.cli", "segment", image, "--out", tmp, "--pixel-size",
-                        str(pixel_size), "--device", device, "--precision", precision, "--quiet"], check=True, capture_output=True)
-        seconds = time.perf_counter() - start
+def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "auto", repeats: int = 1) -> dict:
+    """Wall time and peak memory of ``mcgenref segment`` on one image, start-up included.
+
+    With ``repeats`` > 1 the command runs that many times, each a fresh process: ``seconds`` is
+    the median, ``runs`` every wall time in order (the first pays for a cold file cache)."""
+    runs = []
+    for _ in range(max(1, repeats)):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "mcgenref_core.cli", "segment", image, "--out", tmp, "--pixel-size",
+                            str(pixel_size), "--device", device, "--precision", precision, "--quiet"], check=True, capture_output=True)
+            runs.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_rss_mb": peak}
+    return {"seconds": statistics.median(runs), "runs": runs, "peak_rss_mb": peak}
 
 
 def main() -> None:
@@ -122,7 +129,7 @@ def main() -> None:
     rows = []
     for name, (rel, spacing) in CASES.items():
         image = str(Path(args.data) / rel)
-        cli = cli_seconds(image, spacing, args.device, args.precision)
+        cli = cli_seconds(image, spacing, args.device, args.precision, repeats=3)
         ours = child("ours", image, spacing, args.device, args.precision)
         row = {"case": name, "cli_s": cli["seconds"], "cli_peak_mb": cli["peak_rss_mb"], "ours_s": ours["seconds"],
                "ours_peak_mb": ours["peak_rss_mb"], "mcs": ours["mcs"]}
