@@ -620,7 +620,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         runs = [r for r in timing["rows"] if len(r.get("cli_runs_s", ())) > 1]
         if runs:
             each = "; ".join(f"{r['case'].split(' (')[0]}: " + ", ".join(f"{t:.1f}" for t in r["cli_runs_s"]) + " s" for r in runs)
-            add(f"`mcgenref segment` is the median of {len(runs[0]['cli_runs_s'])} runs, each a fresh process; in order ({each}) the first pays for a cold file cache.")
+            add(f"`mcgenref segment` is the median of {len(runs[0]['cli_runs_s'])} runs, each a fresh process (in order: {each}).")
             add("")
         add("The gain over MONAI comes from skipping tiles outside the breast, the smaller overlap that Gaussian blending allows, and,")
         add("on a CPU with bf16 in hardware, bf16 autocast (about twice as fast as fp32 there; not bit-identical to it, `--precision fp32`")
