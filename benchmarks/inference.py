@@ -100,7 +100,7 @@ def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "au
     """Wall time and peak memory of ``mcgenref segment`` on one image, start-up included.
 
     With ``repeats`` > 1 the command runs that many times, each a fresh process: ``seconds`` is
-    the median, ``runs`` every wall time in order (the first pays for a cold file cache)."""
+    the median, ``runs`` every wall time in order."""
     runs = []
     for _ in range(max(1, repeats)):
         with tempfile.TemporaryDirectory() as tmp:
