@@ -11,8 +11,11 @@ For a digital mammogram (NYU 1_L_CC, 3328x2560 at 0.07 mm) and a film one (mini-
   ``monai_ours`` with the very predictor ours uses (channels_last, the same autocast precision);
 - peak resident memory (ru_maxrss) of each process, and the ratios.
 
+``--tta`` times ``segment --tta`` instead (``cli`` and ``ours``: the logits of each tile averaged
+over its 8 flips and quarter turns, ``device.dihedral_average``); MONAI's loop is not run then.
+
 Run: ``python benchmarks/inference.py`` (needs ``pip install monai``; ``--data DIR`` points at
-``../shared/data``; ``--precision fp32|bf16`` instead of ``auto``, which is bf16 only on a CPU with
+``../shared/data``; ``--tta``; ``--precision fp32|bf16`` instead of ``auto``, which is bf16 only on a CPU with
 bf16 in hardware, see ``mcgenref_core.device.resolve_precision``).
 """
 
@@ -36,8 +39,8 @@ CASES = {
 }
 
 
-def measure(mode: str, image: str, pixel_size: float, device: str, precision: str = "auto") -> dict:
-    """Run one measurement in this process and return its figures."""
+def measure(mode: str, image: str, pixel_size: float, device: str, precision: str = "auto", tta: bool = False) -> dict:
+    """Run one measurement in this process and return its figures (``tta``: ``ours`` with ``segment --tta``)."""
     import torch
 
     from mcgenref_core.breast import breast_mask
@@ -48,7 +51,7 @@ def measure(mode: str, image: str, pixel_size: float, device: str, precision: st
     from mcgenref_core.segment import InferenceConfig, segment
 
     weights = resolve_weights(None, "segmentor", pixel_size)
-    config = InferenceConfig(device=device, precision=precision)
+    config = InferenceConfig(device=device, precision=precision, tta=tta)
     if mode == "ours":
         start = time.perf_counter()
         result = segment(read_mammogram(image, pixel_size_mm=pixel_size), config, weights=weights)
@@ -81,11 +84,11 @@ def measure(mode: str, image: str, pixel_size: float, device: str, precision: st
     return {"seconds": seconds, "logit_mean": float(logits.float().mean())}
 
 
-def child(mode: str, image: str, pixel_size: float, device: str, precision: str = "auto") -> dict:
+def child(mode: str, image: str, pixel_size: float, device: str, precision: str = "auto", tta: bool = False) -> dict:
     """Measure in a fresh interpreter; add its peak resident memory."""
     code = (
         f"import json, resource, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import inference as b; "
-        f"r = b.measure({mode!r}, {image!r}, {pixel_size!r}, {device!r}, {precision!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+        f"r = b.measure({mode!r}, {image!r}, {pixel_size!r}, {device!r}, {precision!r}, {tta!r}); r['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
         "print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -96,8 +99,8 @@ def child(mode: str, image: str, pixel_size: float, device: str, precision: str 
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "auto", repeats: int = 1) -> dict:
-    """Wall time and peak memory of ``mcgenref segment`` on one image, start-up included.
+def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "auto", repeats: int = 1, tta: bool = False) -> dict:
+    """Wall time and peak memory of ``mcgenref segment`` (``--tta`` with ``tta``) on one image, start-up included.
 
     With ``repeats`` > 1 the command runs that many times, each a fresh process: ``seconds`` is
     the median, ``runs`` every wall time in order."""
@@ -106,7 +109,8 @@ def cli_seconds(image: str, pixel_size: float, device: str, precision: str = "au
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
             subprocess.run([sys.executable, "-m", "mcgenref_core.cli", "segment", image, "--out", tmp, "--pixel-size",
-                            str(pixel_size), "--device", device, "--precision", precision, "--quiet"], check=True, capture_output=True)
+                            str(pixel_size), "--device", device, "--precision", precision, "--quiet"] + (["--tta"] if tta else []),
+                           check=True, capture_output=True)
             runs.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"seconds": statistics.median(runs), "runs": runs, "peak_rss_mb": peak}
@@ -118,6 +122,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--tta", action="store_true", help="time segment --tta (MONAI not run)")
     args = parser.parse_args()
     import torch
 
@@ -129,11 +134,11 @@ def main() -> None:
     rows = []
     for name, (rel, spacing) in CASES.items():
         image = str(Path(args.data) / rel)
-        cli = cli_seconds(image, spacing, args.device, args.precision, repeats=3)
-        ours = child("ours", image, spacing, args.device, args.precision)
+        cli = cli_seconds(image, spacing, args.device, args.precision, repeats=3, tta=args.tta)
+        ours = child("ours", image, spacing, args.device, args.precision, tta=args.tta)
         row = {"case": name, "cli_s": cli["seconds"], "cli_peak_mb": cli["peak_rss_mb"], "ours_s": ours["seconds"],
                "ours_peak_mb": ours["peak_rss_mb"], "mcs": ours["mcs"]}
-        if not args.skip_monai:
+        if not (args.skip_monai or args.tta):
             monai = child("monai", image, spacing, args.device)
             monai_ours = child("monai_ours", image, spacing, args.device, args.precision)
             row.update(monai_s=monai["seconds"], monai_peak_mb=monai["peak_rss_mb"], monai_ours_s=monai_ours["seconds"])
@@ -141,7 +146,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     print()
-    print(f"| case | mcgenref segment (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI, our {used} predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
+    print(f"| case | mcgenref segment{' --tta' if args.tta else ''} (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI, our {used} predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | "

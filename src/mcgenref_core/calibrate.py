@@ -310,6 +310,14 @@ def anchored_calibration_metadata(responses: list[NormalResponse], found: np.nda
     }
 
 
+def tta_view_names() -> list[str]:
+    """The views of :data:`~mcgenref_core.device.TTA_VIEWS` in words, as calibration metadata records them."""
+    from .device import TTA_VIEWS
+
+    turns = {0: "as is", 1: "quarter turn", 2: "half turn", 3: "three quarter turns"}
+    return [turns[t] + (", mirrored" if mirror else "") for t, mirror in TTA_VIEWS]
+
+
 def calibrate_weights_steps(
     path: str | os.PathLike,
     normals: Sequence[str | os.PathLike],
@@ -354,6 +362,9 @@ def calibrate_weights_steps(
         metadata.update(anchored_calibration_metadata(responses, found, total, limits, synthetic, suffix))
         entry = metadata[f"calibration_anchored{suffix}"]
         chosen["anchored"] = {**entry["chosen"], "single_threshold_sensitivity": entry["single_threshold"]["synthetic_cluster_sensitivity"]}
+    if tta:  # which augmentation the TTA thresholds belong to
+        for key in [f"calibration{suffix}"] + ([f"calibration_anchored{suffix}"] if anchor else []):
+            metadata[key] = {**metadata[key], "tta_views": tta_view_names()}
     save_weights(out or path, weights.state_dict, metadata)
     return chosen
 

@@ -107,24 +107,29 @@ def make_predictor(model, device: str = "cpu", precision: str = "auto") -> Calla
     return predict
 
 
+#: the views test-time augmentation averages, as (quarter turns, then a left-right mirror): all 8
+#: flips and quarter turns of a tile. ``benchmarks/tta_views.py`` compares smaller sets: the four
+#: mirror images alone found a little fewer digital MCs at 1 FP/cm² (``docs/training.md``).
+TTA_VIEWS: tuple[tuple[int, bool], ...] = tuple((turns, mirror) for turns in range(4) for mirror in (False, True))
+
+
 def dihedral_average(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
-    """Test-time augmentation: wrap a ``(N, H, W) -> (N, H, W)`` logit predictor so it returns
-    the mean logits over the 8 flips and quarter turns of its input (each mapped back), 8x the
-    compute. MCs have no preferred orientation, so the mean keeps them and averages away
-    responses to one orientation of the tissue texture."""
+    """Test-time augmentation: wrap a ``(N, H, W) -> (N, H, W)`` logit predictor (square tiles)
+    so it returns the mean logits (float32) over the :data:`TTA_VIEWS` of its input, each mapped
+    back: the 8 flips and quarter turns, 8x the compute. MCs have no preferred orientation, so
+    the mean keeps them and averages away responses to one orientation of the tissue texture."""
 
     def predict_averaged(batch: np.ndarray) -> np.ndarray:
         total = None
-        for turns in range(4):
-            for mirror in (False, True):
-                x = np.rot90(batch, turns, axes=(-2, -1))
-                if mirror:
-                    x = x[..., ::-1]
-                y = predict(np.ascontiguousarray(x))
-                if mirror:
-                    y = y[..., ::-1]
-                y = np.rot90(y, -turns, axes=(-2, -1))
-                total = y.astype(np.float32) if total is None else total + y
-        return total / np.float32(8.0)
+        for turns, mirror in TTA_VIEWS:
+            x = np.rot90(batch, turns, axes=(-2, -1))
+            if mirror:
+                x = x[..., ::-1]
+            y = predict(np.ascontiguousarray(x))
+            if mirror:
+                y = y[..., ::-1]
+            y = np.rot90(y, -turns, axes=(-2, -1))
+            total = y.astype(np.float32) if total is None else total + y
+        return total / np.float32(len(TTA_VIEWS))
 
     return predict_averaged
