@@ -232,6 +232,43 @@ def evidence_target_met(seed_rows: list[dict]) -> bool:
     return all(r["gain"] >= 0.05 and r["fp_ratio"] <= 1.1 for r in seed_rows[:-1])
 
 
+def records_target_lines(records: dict) -> list[str]:
+    """The "Against the targets" lines on the recorded TT-GPR pair seeds of ``records``
+    (``docs/images/ttgpr_records.json``)."""
+    seed_rows = pair_seed_rows(records)
+    sets, pooled = seed_rows[:-1], seed_rows[-1]
+    ok = evidence_target_met(seed_rows)
+    return [f"- TT-GPR under the film → digital shift (section TT-GPR below): with the evidence surrogate MC recall "
+            f"{min(r['gain'] for r in sets):+.3f} to {max(r['gain'] for r in sets):+.3f}",
+            f"  at {min(r['fp_ratio'] for r in sets):.2f}-{max(r['fp_ratio'] for r in sets):.2f}× the false positives on {len(sets)} held-out sets "
+            f"({pooled['gain']:+.3f} pooled), against the target of +0.05 at ≤ 1.10×: {'met' if ok else 'not met'};",
+            "  with the default segmentor surrogate: not met.",
+            f"  Both readings are of the sets recorded in `docs/images/ttgpr_records.json` ({records['shift_pair_seeds']['when']})."]
+
+
+def records_table_lines(records: dict, pairs: int) -> list[str]:
+    """The TT-GPR section's table of the recorded pair seeds of ``records`` (``pairs``: the
+    pairs of the section's own table above it), from its leading blank line to its verdict."""
+    sp = records["shift_pair_seeds"]
+    lines = ["", f"{pairs} pairs are a small sample. More held-out readings, {sp['pairs']} pairs per pair seed, the same settings and",
+             f"thresholds (recorded in `docs/images/ttgpr_records.json`, {sp['when']}; `{sp['command']}`; tuned on {sp['tuned_on']}):", "",
+             "| pair seed | MCs | base recall, FP/cm² | TT-GPR (segmentor surrogate) | TT-GPR (evidence surrogate) | evidence: recall gain, FP ratio | Dice base → evidence |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    seed_rows = pair_seed_rows(records)
+    for r in seed_rows[:-1]:
+        b, tt, e = r["base"], r["ttgpr"], r["evidence"]
+        lines.append(f"| {r['seed']} | {r['mcs']} | {b['mc_recall']:.3f}, {b['fp_per_cm2']:.3f} | {tt['mc_recall']:.3f}, {tt['fp_per_cm2']:.3f} | "
+                     f"{e['mc_recall']:.3f}, {e['fp_per_cm2']:.3f} | {r['gain']:+.3f}, {r['fp_ratio']:.2f}× | {b['dice']:.3f} → {e['dice']:.3f} |")
+    p = seed_rows[-1]
+    lines.append(f"| pooled | {p['mcs']:,} | {p['recall']['base segmentor']:.3f} | {p['recall']['TT-GPR']:.3f} | "
+                 f"{p['recall']['TT-GPR, evidence surrogate']:.3f} | **{p['gain']:+.3f}, {p['fp_ratio']:.3f}×** | |")
+    ok = evidence_target_met(seed_rows)
+    seg_loses = all(r["ttgpr"]["mc_recall"] < r["base"]["mc_recall"] for r in seed_rows[:-1])
+    lines += ["", f"Against the target (+0.05 at no more than 1.10× under the film → digital shift): {'met' if ok else 'not met'} by the evidence"
+              f" surrogate on {'every set' if ok else 'these sets'}; the segmentor surrogate {'loses recall on every set' if seg_loses else 'does not meet it'}."]
+    return lines
+
+
 def outside_synthetic_lines(rows: list[dict] | None) -> list[str]:
     """The results page's lines on synthetic MCs drawn into the CBIS-DDSM views
     (``outside_data.outside_synthetic``); none without rows."""
@@ -565,15 +602,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
     add("### Against the targets")
     rec = results.get("ttgpr", {}).get("records", {})
     if "shift_pair_seeds" in rec:
-        seed_rows = pair_seed_rows(rec)
-        sets, pooled = seed_rows[:-1], seed_rows[-1]
-        ok = evidence_target_met(seed_rows)
-        add(f"- TT-GPR under the film → digital shift (section TT-GPR below): with the evidence surrogate MC recall "
-            f"{min(r['gain'] for r in sets):+.3f} to {max(r['gain'] for r in sets):+.3f}")
-        add(f"  at {min(r['fp_ratio'] for r in sets):.2f}-{max(r['fp_ratio'] for r in sets):.2f}× the false positives on {len(sets)} held-out sets "
-            f"({pooled['gain']:+.3f} pooled), against the target of +0.05 at ≤ 1.10×: {'met' if ok else 'not met'};")
-        add("  with the default segmentor surrogate: not met.")
-        add(f"  Both readings are of the sets recorded in `docs/images/ttgpr_records.json` ({rec['shift_pair_seeds']['when']}).")
+        for line in records_target_lines(rec):
+            add(line)
     fs = results["synthetic"].get("digital")
     if fs:
         op = fs["legacy"]["at_operating_point"]
@@ -668,26 +698,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
                 f" FNR {base['fnr']:.3f} → {ev['fnr']:.3f}, pixel Dice {base['dice']:.3f} → {ev['dice']:.3f}.")
         records = t.get("records", {})
         if "shift_pair_seeds" in records:
-            sp = records["shift_pair_seeds"]
-            add("")
-            add(f"{t['pairs']} pairs are a small sample. More held-out readings, {sp['pairs']} pairs per pair seed, the same settings and")
-            add(f"thresholds (recorded in `docs/images/ttgpr_records.json`, {sp['when']}; `{sp['command']}`; tuned on {sp['tuned_on']}):")
-            add("")
-            add("| pair seed | MCs | base recall, FP/cm² | TT-GPR (segmentor surrogate) | TT-GPR (evidence surrogate) | evidence: recall gain, FP ratio | Dice base → evidence |")
-            add("| --- | --- | --- | --- | --- | --- | --- |")
-            seed_rows = pair_seed_rows(records)
-            for r in seed_rows[:-1]:
-                b, tt, e = r["base"], r["ttgpr"], r["evidence"]
-                add(f"| {r['seed']} | {r['mcs']} | {b['mc_recall']:.3f}, {b['fp_per_cm2']:.3f} | {tt['mc_recall']:.3f}, {tt['fp_per_cm2']:.3f} | "
-                    f"{e['mc_recall']:.3f}, {e['fp_per_cm2']:.3f} | {r['gain']:+.3f}, {r['fp_ratio']:.2f}× | {b['dice']:.3f} → {e['dice']:.3f} |")
-            p = seed_rows[-1]
-            add(f"| pooled | {p['mcs']:,} | {p['recall']['base segmentor']:.3f} | {p['recall']['TT-GPR']:.3f} | "
-                f"{p['recall']['TT-GPR, evidence surrogate']:.3f} | **{p['gain']:+.3f}, {p['fp_ratio']:.3f}×** | |")
-            ok = evidence_target_met(seed_rows)
-            seg_loses = all(r["ttgpr"]["mc_recall"] < r["base"]["mc_recall"] for r in seed_rows[:-1])
-            add("")
-            add(f"Against the target (+0.05 at no more than 1.10× under the film → digital shift): {'met' if ok else 'not met'} by the evidence"
-                f" surrogate on {'every set' if ok else 'these sets'}; the segmentor surrogate {'loses recall on every set' if seg_loses else 'does not meet it'}.")
+            for line in records_table_lines(records, t["pairs"]):
+                add(line)
         add("")
         add("How much the surrogate can tell real MCs from false candidates, and the best any threshold gives at 1.1× the base's")
         add("false positives: `docs/tt-gpr.md` (Surrogate evidence at candidates; `python benchmarks/surrogate_evidence.py`).")
