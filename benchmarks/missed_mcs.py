@@ -33,7 +33,7 @@ large or too far off to match, or not reached at all.
 the model has seen, which separates what unseen tissue costs from what the model cannot do at all.
 
 Run: ``python benchmarks/missed_mcs.py [--regime digital] [--weights W] [--fp-per-cm2 1] [--tta] [--backgrounds train]
-[--pairs 256] [--pair-seed 2024] [--json OUT]`` (about 2 minutes on 2 CPU cores; 4 with ``--tta``).
+[--pairs 256] [--pair-seed 2024] [--precision auto|fp32|bf16] [--json OUT]`` (about 2 minutes on 2 CPU cores; 4 with ``--tta``).
 """
 
 from __future__ import annotations
@@ -322,19 +322,22 @@ def main(argv=None) -> int:
     ap.add_argument("--backgrounds", choices=("val", "train"), default="val",
                     help="draw into the validation normals (default) or the training backgrounds (tissue the model has seen)")
     ap.add_argument("--tta", action="store_true", help="maps averaged over flips and turns (segment --tta), read at the TTA threshold")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                    help="the network's arithmetic (auto: as segment, bf16 on a CPU with bf16 in hardware; docs/training.md's tables are fp32)")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
     import segmentor_quality
 
+    from mcgenref_core.device import resolve_precision
     from mcgenref_core.models.weights import resolve_weights
 
     patch = PATCH_PX[args.regime]
     pairs, files, px = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, args.pair_seed, args.backgrounds)
     weights = resolve_weights(args.weights, "segmentor", px)
     images = np.stack([p.image for p in pairs])
-    pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta)
+    pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta, precision=args.precision)
     area_cm2 = len(pairs) * (patch * px / 10) ** 2
     if args.fp_per_cm2 is None:
         threshold, how = float(pred["threshold"]), "the weights' operating threshold" + (" with TTA" if args.tta else "")
@@ -349,13 +352,15 @@ def main(argv=None) -> int:
                  "texture_limited": detection_chance(table["texture_snr"], bound_rate, px)}
     kinds = miss_kinds(pairs, pred["prob"], threshold, px)
     fp_mm, pixel_mm = false_component_distances(pairs, pred["prob"], threshold, px)
-    result = {"regime": args.regime, "weights": weights.name, "backgrounds": [f.name for f in files], "tta": args.tta, "pairs": len(pairs), "pair_seed": args.pair_seed,
+    precision = resolve_precision("cpu", args.precision)
+    result = {"regime": args.regime, "weights": weights.name, "precision": precision, "backgrounds": [f.name for f in files], "tta": args.tta,
+              "pairs": len(pairs), "pair_seed": args.pair_seed,
               "patch_px": patch, "threshold": threshold, "threshold_rule": how, "fp_per_cm2": round(fp / area_cm2, 3),
               "observers_fp_per_cm2": round(bound_rate, 3), **breakdown(table, found, observers),
               "what_became_of_each_mc": {k: int(np.sum(kinds == i)) for i, k in enumerate(MISS_KINDS)},
               "false_components_by_distance": fp_by_distance(fp_mm, pixel_mm, px)}
 
-    print(f"{args.regime}: {weights.name}, {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, threshold {threshold:.4g} ({how})")
+    print(f"{args.regime}: {weights.name} ({precision}), {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, threshold {threshold:.4g} ({how})")
     print(f"  MC sensitivity {result['all']['sensitivity']} of {result['all']['n']} MCs at {result['fp_per_cm2']} FP/cm² "
           f"(ideal observers at {result['observers_fp_per_cm2']} FP/cm², limited by the noise alone: {result['all']['noise_limited']}, "
           f"by the noise and the tissue as Gaussian texture: {result['all']['texture_limited']})")
