@@ -31,7 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-#: view k of :func:`dihedral_views` is ``turns = k // 2`` quarter turns, then a left-right mirror when ``k`` is odd
+#: view k of :func:`dihedral_views` is ``device.TTA_VIEWS[k]``: ``k // 2`` quarter turns, then a left-right mirror when ``k`` is odd
 VIEW_SETS: dict[str, tuple[int, ...]] = {
     "plain": (0,),
     "identity + left-right": (0, 1),
@@ -43,18 +43,16 @@ VIEW_SETS: dict[str, tuple[int, ...]] = {
 
 
 def dihedral_views(predict, images: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Logits of ``predict`` ((N, H, W) -> (N, H, W)) on the 8 flips and quarter turns of square
-    patches ``images`` (N, P, P) float32, each mapped back: (8, N, P, P) float32, view ``k`` =
-    ``k // 2`` quarter turns then, for odd ``k``, a left-right mirror. View 0 is the plain pass;
-    views 1, 4 and 5 are the left-right, half-turn and up-down mirror images."""
-    out = np.empty((8,) + images.shape, np.float32)
-    for k in range(8):
-        turns, mirror = divmod(k, 2)
-        x = np.rot90(images, turns, axes=(-2, -1))
-        x = np.ascontiguousarray(x[..., ::-1] if mirror else x)
-        y = np.concatenate([predict(x[i : i + batch]) for i in range(0, len(x), batch)])
-        y = y[..., ::-1] if mirror else y
-        out[k] = np.rot90(y, -turns, axes=(-2, -1))
+    """Logits of ``predict`` ((N, H, W) -> (N, H, W)) on the views ``device.TTA_VIEWS`` (the 8
+    flips and quarter turns) of square patches ``images`` (N, P, P) float32, each mapped back,
+    ``batch`` patches per call: (8, N, P, P) float32. View 0 is the plain pass; views 1, 4 and 5
+    are the left-right, half-turn and up-down mirror images."""
+    from mcgenref_core.device import TTA_VIEWS, view_logits
+
+    out = np.empty((len(TTA_VIEWS),) + images.shape, np.float32)
+    for k, (turns, mirror) in enumerate(TTA_VIEWS):
+        for i in range(0, len(images), batch):
+            out[k, i : i + batch] = view_logits(predict, images[i : i + batch], turns, mirror)
     return out
 
 
@@ -94,15 +92,17 @@ def main(argv=None) -> int:
     from mcgenref_core.models.weights import resolve_weights
 
     patch = PATCH_PX[args.regime]
-    per_seed, pooled = {}, {name: [0, 0] for name in VIEW_SETS}
+    precision = resolve_precision("cpu", args.precision)
+    per_seed, pooled, predict = {}, {name: [0, 0] for name in VIEW_SETS}, None
     for seed in args.pair_seeds:
         pairs, files, px = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, seed, "val")
-        weights = resolve_weights(args.weights, "segmentor", px)
-        predict = make_predictor(weights.build_model(), "cpu", args.precision)
+        if predict is None:  # the same weights for every set
+            weights = resolve_weights(args.weights, "segmentor", px)
+            predict = make_predictor(weights.build_model(), "cpu", args.precision)
         views = dihedral_views(predict, np.stack([p.image for p in pairs]))
         area_cm2 = len(pairs) * (patch * px / 10) ** 2
         per_seed[seed] = read_view_sets(pairs, views, px, area_cm2, args.fp_per_cm2)
-        print(f"{args.regime}: {weights.name} ({resolve_precision('cpu', args.precision)}), pair seed {seed}, {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, "
+        print(f"{args.regime}: {weights.name} ({precision}), pair seed {seed}, {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, "
               f"at <= {args.fp_per_cm2:g} FP/cm²:", flush=True)
         for name, r in per_seed[seed].items():
             pooled[name][0] += r["found"]
@@ -111,9 +111,9 @@ def main(argv=None) -> int:
     summary = {name: round(f / max(n, 1), 4) for name, (f, n) in pooled.items()}
     print(f"pooled over {len(args.pair_seeds)} pair sets:")
     for name, s in summary.items():
-        print(f"  {name:26} {VIEW_SETS[name].__len__()} views  sensitivity {s:.3f}")
+        print(f"  {name:26} {len(VIEW_SETS[name])} views  sensitivity {s:.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"regime": args.regime, "precision": resolve_precision("cpu", args.precision), "fp_per_cm2": args.fp_per_cm2, "pairs": args.pairs,
+        args.json.write_text(json.dumps({"regime": args.regime, "precision": precision, "fp_per_cm2": args.fp_per_cm2, "pairs": args.pairs,
                                          "per_seed": {str(k): v for k, v in per_seed.items()}, "pooled": summary}, indent=1) + "\n")
     return 0
 

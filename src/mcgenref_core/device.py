@@ -113,6 +113,19 @@ def make_predictor(model, device: str = "cpu", precision: str = "auto") -> Calla
 TTA_VIEWS: tuple[tuple[int, bool], ...] = tuple((turns, mirror) for turns in range(4) for mirror in (False, True))
 
 
+def view_logits(predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray, turns: int, mirror: bool) -> np.ndarray:
+    """Logits of ``predict`` on one view of ``batch`` (N, H, W) float32, mapped back to it: the
+    input turned ``turns`` quarter turns, then mirrored left-right when ``mirror`` (a view of
+    :data:`TTA_VIEWS`). Returns (N, H, W), possibly a non-contiguous view of the output."""
+    x = np.rot90(batch, turns, axes=(-2, -1))
+    if mirror:
+        x = x[..., ::-1]
+    y = predict(np.ascontiguousarray(x))
+    if mirror:
+        y = y[..., ::-1]
+    return np.rot90(y, -turns, axes=(-2, -1))
+
+
 def dihedral_average(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     """Test-time augmentation: wrap a ``(N, H, W) -> (N, H, W)`` logit predictor (square tiles)
     so it returns the mean logits (float32) over the :data:`TTA_VIEWS` of its input, each mapped
@@ -122,13 +135,7 @@ def dihedral_average(predict: Callable[[np.ndarray], np.ndarray]) -> Callable[[n
     def predict_averaged(batch: np.ndarray) -> np.ndarray:
         total = None
         for turns, mirror in TTA_VIEWS:
-            x = np.rot90(batch, turns, axes=(-2, -1))
-            if mirror:
-                x = x[..., ::-1]
-            y = predict(np.ascontiguousarray(x))
-            if mirror:
-                y = y[..., ::-1]
-            y = np.rot90(y, -turns, axes=(-2, -1))
+            y = view_logits(predict, batch, turns, mirror)
             total = y.astype(np.float32) if total is None else total + y
         return total / np.float32(len(TTA_VIEWS))
 
