@@ -15,8 +15,9 @@ For a digital mammogram (NYU 1_L_CC, 3328x2560 at 0.07 mm) and a film one (mini-
 over its 8 flips and quarter turns, ``device.dihedral_average``); MONAI's loop is not run then.
 
 Run: ``python benchmarks/inference.py`` (needs ``pip install monai``; ``--data DIR`` points at
-``../shared/data``; ``--tta``; ``--precision fp32|bf16`` instead of ``auto``, which is bf16 only on a CPU with
-bf16 in hardware, see ``mcgenref_core.device.resolve_precision``).
+``../shared/data``; ``--tta``; ``--precision fp32|bf16`` instead of ``auto``, which is the weights' own precision where they name
+one, fp32 for the film segmentor, else bf16 only on a CPU with bf16 in hardware, see
+``mcgenref_core.device.resolve_precision``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def measure(mode: str, image: str, pixel_size: float, device: str, precision: st
     import torch
 
     from mcgenref_core.breast import breast_mask
-    from mcgenref_core.device import make_predictor
+    from mcgenref_core.device import make_predictor, resolve_precision
     from mcgenref_core.intensity import resample_to_spacing, robust_normalize
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.models.weights import resolve_weights
@@ -56,7 +57,7 @@ def measure(mode: str, image: str, pixel_size: float, device: str, precision: st
         start = time.perf_counter()
         result = segment(read_mammogram(image, pixel_size_mm=pixel_size), config, weights=weights)
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "mcs": len(result.record["mcs"]), "timing": result.record["timing"]}
+        return {"seconds": seconds, "mcs": len(result.record["mcs"]), "timing": result.record["timing"], "precision": result.record["run"]["precision_used"]}
     from monai.inferers import sliding_window_inference
 
     mammo = read_mammogram(image, pixel_size_mm=pixel_size)
@@ -71,7 +72,7 @@ def measure(mode: str, image: str, pixel_size: float, device: str, precision: st
             logits = sliding_window_inference(x, roi_size=(config.tile, config.tile), sw_batch_size=config.batch_size,
                                               predictor=model, overlap=0.5, mode="gaussian")
     else:  # monai_ours: the same predictor as ours inside MONAI's loop
-        predict = make_predictor(model, device, config.precision)
+        predict = make_predictor(model, device, resolve_precision(device, config.precision, weights.auto_precision))
 
         def net(batch):
             return torch.from_numpy(predict(batch[:, 0].cpu().numpy()))[:, None].to(batch.device)
@@ -130,13 +131,13 @@ def main() -> None:
 
     used = resolve_precision(args.device, args.precision)
     print(f"device: {args.device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores; "
-          f"precision {args.precision} -> {used} (bf16 in hardware: {cpu_has_native_bf16()})")
+          f"precision {args.precision} -> {used} (bf16 in hardware: {cpu_has_native_bf16()}; weights that name a precision get it under auto)")
     rows = []
     for name, (rel, spacing) in CASES.items():
         image = str(Path(args.data) / rel)
         cli = cli_seconds(image, spacing, args.device, args.precision, repeats=3, tta=args.tta)
         ours = child("ours", image, spacing, args.device, args.precision, tta=args.tta)
-        row = {"case": name, "cli_s": cli["seconds"], "cli_peak_mb": cli["peak_rss_mb"], "ours_s": ours["seconds"],
+        row = {"case": name, "precision": ours.get("precision"), "cli_s": cli["seconds"], "cli_peak_mb": cli["peak_rss_mb"], "ours_s": ours["seconds"],
                "ours_peak_mb": ours["peak_rss_mb"], "mcs": ours["mcs"]}
         if not (args.skip_monai or args.tta):
             monai = child("monai", image, spacing, args.device)
@@ -146,10 +147,10 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     print()
-    print(f"| case | mcgenref segment{' --tta' if args.tta else ''} (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI, our {used} predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| case | precision | mcgenref segment{' --tta' if args.tta else ''} (with start-up) | engine in-process | peak memory | MONAI fp32 | MONAI, our predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | "
+        print(f"| {r['case']} | {r['precision']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | "
               f"{r.get('monai_s', float('nan')):.1f} s | {r.get('monai_ours_s', float('nan')):.1f} s | "
               f"{r.get('speedup_vs_monai', float('nan')):.2f}x | {r.get('speedup_vs_monai_ours', float('nan')):.2f}x |")
 

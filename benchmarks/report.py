@@ -151,7 +151,6 @@ def timing_section(data: Path, quick: bool) -> dict:
 
     import inference
 
-    from mcgenref_core.device import resolve_precision
 
     monai = importlib.util.find_spec("monai") is not None
     cases = {"film 1024×1024 (`mdb209`, 0.2 mm)": ("mias-dev/mdb209.pgm", 0.2)} if quick else {
@@ -163,17 +162,34 @@ def timing_section(data: Path, quick: bool) -> dict:
         image = str(data / rel)
         row = {"case": name}
         if quick:  # in this process: no start-up cost measured
-            row["ours_s"] = inference.measure("ours", image, spacing, "cpu")["seconds"]
+            ours = inference.measure("ours", image, spacing, "cpu")
+            row.update(ours_s=ours["seconds"], precision=ours["precision"])
         else:
             cli = inference.cli_seconds(image, spacing, "cpu", repeats=3)
             ours = inference.child("ours", image, spacing, "cpu")
-            row.update(cli_s=cli["seconds"], cli_runs_s=cli["runs"], ours_s=ours["seconds"], ours_peak_mb=ours["peak_rss_mb"])
+            row.update(cli_s=cli["seconds"], cli_runs_s=cli["runs"], ours_s=ours["seconds"], ours_peak_mb=ours["peak_rss_mb"], precision=ours.get("precision"))
             if monai:
                 row["monai_s"] = inference.child("monai", image, spacing, "cpu")["seconds"]
                 row["monai_ours_s"] = inference.child("monai_ours", image, spacing, "cpu")["seconds"]
         rows.append(row)
     return {"rows": rows, "monai": monai, "load_before": load_before, "load_after": os.getloadavg(), "quick": quick,
-            "precision": resolve_precision("cpu", "auto")}
+            "precision": auto_precision_text()}
+
+
+def auto_precision_text() -> str:
+    """What ``--precision auto`` runs on this CPU, e.g. ``"bf16 (fp32 for film-0.2mm, whose
+    weights name it)"``: the CPU's default, and each bundled segmentor that names its own."""
+    from mcgenref_core.device import resolve_precision
+    from mcgenref_core.models.weights import registry, resolve_weights
+
+    default = resolve_precision("cpu", "auto")
+    own = []
+    for name, entry in sorted(registry().items()):
+        if entry.get("kind") == "segmentor" and entry.get("default"):
+            named = resolve_weights(name).auto_precision
+            if named and named != default:
+                own.append(f"{named} for {name}, whose weights name it")
+    return default + (f" ({'; '.join(own)})" if own else "")
 
 
 def ttgpr_section(data: Path, quick: bool) -> dict:
@@ -635,18 +651,18 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         load = f"load average {timing['load_before'][0]:.1f} before, {timing['load_after'][0]:.1f} after"
         add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
         precision = timing["precision"]
-        add(f"2 torch threads, {precision} (`--precision auto` on this CPU) + channels_last, tile 256, overlap 0.25, batch 8." + (f" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our {precision} predictor inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
+        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, tile 256, overlap 0.25, batch 8." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our predictor, in the precision of the row, inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
         add("")
         if timing["monai"]:
-            add(f"| image | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI, our {precision} predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
-            add("| --- | --- | --- | --- | --- | --- | --- | --- |")
+            add("| image | precision | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI, our predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
+            add("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
             for r in timing["rows"]:
-                add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | {r['monai_s']:.1f} s | {r['monai_ours_s']:.1f} s | {r['monai_s'] / r['ours_s']:.1f}× | {r['monai_ours_s'] / r['ours_s']:.2f}× |")
+                add(f"| {r['case']} | {r.get('precision') or precision} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB | {r['monai_s']:.1f} s | {r['monai_ours_s']:.1f} s | {r['monai_s'] / r['ours_s']:.1f}× | {r['monai_ours_s'] / r['ours_s']:.2f}× |")
         else:
-            add("| image | `mcgenref segment` incl. start-up | engine in-process | peak memory |")
-            add("| --- | --- | --- | --- |")
+            add("| image | precision | `mcgenref segment` incl. start-up | engine in-process | peak memory |")
+            add("| --- | --- | --- | --- | --- |")
             for r in timing["rows"]:
-                add(f"| {r['case']} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB |")
+                add(f"| {r['case']} | {r.get('precision') or precision} | {r['cli_s']:.1f} s | {r['ours_s']:.1f} s | {r['ours_peak_mb']:.0f} MB |")
         add("")
         runs = [r for r in timing["rows"] if len(r.get("cli_runs_s", ())) > 1]
         if runs:
@@ -656,7 +672,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add("The gain over MONAI comes from skipping tiles outside the breast, the smaller overlap that Gaussian blending allows, and,")
         add("on a CPU with bf16 in hardware, bf16 autocast (about twice as fast as fp32 there; not bit-identical to it, `--precision fp32`")
         add("gives the full-precision result). `--precision auto` picks fp32 on a CPU without it (AVX2 only), where bf16 is emulated and")
-        add("several times slower (`python benchmarks/inference.py --precision bf16` measures it).")
+        add("several times slower (`python benchmarks/inference.py --precision bf16` measures it). Weights may name the precision their")
+        add("operating point was calibrated in, and `auto` then runs them in it on any device: the film segmentor names fp32.")
         add("")
     add("## TT-GPR")
     add("")
@@ -786,10 +803,8 @@ def run(data: Path, out: Path, quick: bool, pairs: int, skip_timing: bool = Fals
     timing = None if skip_timing else timing_section(data, quick)
     import torch
 
-    from mcgenref_core.device import resolve_precision
-
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, no GPU used, "
-               f"{resolve_precision('cpu', 'auto')} (`--precision auto` on this CPU)")
+               f"`--precision auto` on this CPU: {auto_precision_text()}")
     results: dict = {"date": datetime.date.today().isoformat(), "machine": machine, "config": config, "timing": timing}
     print(f"timing done ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="mcgenref-report-") as work:

@@ -64,12 +64,12 @@ def segmentor_probabilities(images: np.ndarray, weights, tta: bool = False, prec
     """The segmentor's probabilities on patches ``images`` (n, P, P) float32 (``prob``, same
     shape) and the threshold they are read at (``threshold``: the weights' operating point, or
     with ``tta`` the probabilities averaged over flips and turns and the weights' TTA one);
-    ``precision`` the network's arithmetic (``auto`` as ``segment``: bf16 on a CPU with bf16 in
-    hardware, else fp32)."""
-    from mcgenref_core.device import dihedral_average, make_predictor
+    ``precision`` the network's arithmetic (``auto`` as ``segment``: the weights' own precision
+    where they name one, else bf16 on a CPU with bf16 in hardware, else fp32)."""
+    from mcgenref_core.device import dihedral_average, make_predictor, resolve_precision
     from mcgenref_core.segment import InferenceConfig, operating_threshold
 
-    predict = make_predictor(weights.build_model(), "cpu", precision)
+    predict = make_predictor(weights.build_model(), "cpu", resolve_precision("cpu", precision, weights.auto_precision))
     if tta:
         predict = dihedral_average(predict)
     logits = np.concatenate([predict(images[i : i + 16]) for i in range(0, len(images), 16)])

@@ -46,3 +46,14 @@ def test_auto_on_accelerators_and_explicit_choices(monkeypatch):
 def test_unknown_precision_is_refused_with_the_option_named():
     with pytest.raises(InputError, match="--precision.*fp64|fp64.*--precision"):
         device.resolve_precision("cpu", "fp64")
+
+
+def test_auto_follows_the_weights_precision_and_an_explicit_choice_wins(monkeypatch):
+    """Weights that name the precision they were calibrated in get it under ``auto`` on every
+    device; an explicit ``--precision`` still decides, and a name that is no precision is ignored."""
+    _probes(monkeypatch, _is_amx_tile_supported=True)
+    for dev in ("cpu", "cuda", "mps"):
+        assert device.resolve_precision(dev, "auto", "fp32") == "fp32"
+    assert device.resolve_precision("cpu", "bf16", "fp32") == "bf16"
+    assert device.resolve_precision("cpu", "auto", None) == "bf16"
+    assert device.resolve_precision("cpu", "auto", "fp64") == "bf16"

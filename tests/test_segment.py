@@ -80,7 +80,8 @@ def test_cli_segment_writes_the_contract_outputs(tmp_path, capsys):
     assert labels.dtype == np.uint16 and prob.dtype == np.float32
     record = json.loads((out / "mdb209.json").read_text())
     assert record["weights"]["sha256"] and record["run"]["device_used"] == "cpu"
-    assert record["run"]["precision"] == "auto" and record["run"]["precision_used"] == resolve_precision("cpu", "auto")
+    # the bundled film segmentor names fp32, the precision its anchored pair was calibrated in
+    assert record["run"]["precision"] == "auto" and record["run"]["precision_used"] == resolve_precision("cpu", "auto", "fp32") == "fp32"
     assert len(record["mcs"]) == int(labels.max())
     for mc in record["mcs"]:
         r, c = (int(round(v)) for v in mc["centroid_rc"])
@@ -205,3 +206,26 @@ def test_bundled_weights_carry_a_tta_threshold_that_segment_tta_uses(film_weight
     run = segment(mammo, InferenceConfig(device="cpu", tta=True), weights=film_weights).record["run"]
     assert (run["threshold_used"], run["anchor_threshold_used"]) == (pair["threshold"], pair["anchor"])
     assert run["threshold_source"] == "weights (anchored, calibrated with TTA)"
+
+
+def test_auto_precision_reads_film_as_calibrated_even_on_a_bf16_cpu(film_weights, monkeypatch, tmp_path):
+    """The bundled film segmentor's operating point holds in the precision it was calibrated in
+    (fp32): ``auto`` runs it so on a CPU with bf16 in hardware too, giving exactly the explicit
+    fp32 reading, while weights that name no precision still get bf16 there."""
+    from mcgenref_core import device
+    from mcgenref_core.models.weights import load_weights, save_weights
+
+    assert film_weights.auto_precision == "fp32" and "0.56" in film_weights.metadata["inference"]["why"]
+    assert resolve_weights(default_weights_name("segmentor", 0.07)).auto_precision is None
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    pixels = read_mammogram(sample_path("mdb209")).pixels[300:556, 300:556]
+    mammo = Mammogram(pixels=pixels, pixel_size_mm=0.2, path=sample_path("mdb209"), file_format="pgm")
+    auto = segment(mammo, InferenceConfig(device="cpu"), weights=film_weights)
+    fp32 = segment(mammo, InferenceConfig(device="cpu", precision="fp32"), weights=film_weights)
+    assert auto.record["run"]["precision_used"] == "fp32"
+    np.testing.assert_array_equal(auto.prob, fp32.prob)
+    meta = {k: v for k, v in film_weights.metadata.items() if k != "inference"}
+    save_weights(tmp_path / "plain.safetensors", film_weights.state_dict, meta)
+    unnamed = load_weights(tmp_path / "plain.safetensors")
+    assert unnamed.auto_precision is None
+    assert segment(mammo, InferenceConfig(device="cpu"), weights=unnamed).record["run"]["precision_used"] == "bf16"

@@ -303,6 +303,7 @@ def test_calibrating_with_tta_keeps_the_plain_threshold_and_segment_uses_each(tm
     meta = weights.metadata
     assert meta["operating_threshold"] == plain and meta["calibration_tta"]["normals"] == ["mdb007"]
     assert meta["calibration_tta"]["tta_views"][:2] == ["as is", "as is, mirrored"] and len(meta["calibration_tta"]["tta_views"]) == 8
+    assert meta["calibration"]["precision"] == meta["calibration_tta"]["precision"] == resolve_precision("cpu", "auto")
     assert meta["operating_threshold_tta"] == meta["calibration_tta"]["chosen"]["threshold"]
     image = read_mammogram(normal)
     with_tta = segment(image, InferenceConfig(device="cpu", tta=True), weights=weights)

@@ -226,7 +226,7 @@ def synthetic_cluster_hits(
     found (:func:`anchored_cluster_hits`). Yields the count of pairs done; returns the (L, L)
     int counts and the number of true clusters.
     """
-    from .device import dihedral_average, make_predictor, resolve_device
+    from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
     from .evaluation.clusters import truth_cluster_circles
     from .evaluation.mc import label_centroids
     from .metrics import component_labels
@@ -236,7 +236,8 @@ def synthetic_cluster_hits(
     spacing = weights.working_pixel_size_mm
     sampler = BackgroundSampler([str(p) for p in normals], spacing, pixel_size_mm=pixel_size_mm, split="all")
     generator = SyntheticPairGenerator(SynthesisConfig(patch_px=patch_px, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
-    predict = make_predictor(weights.build_model(), resolve_device(device))
+    device = resolve_device(device)
+    predict = make_predictor(weights.build_model(), device, resolve_precision(device, "auto", weights.auto_precision))
     if tta:
         predict = dihedral_average(predict)
     config = InferenceConfig()
@@ -362,8 +363,12 @@ def calibrate_weights_steps(
         metadata.update(anchored_calibration_metadata(responses, found, total, limits, synthetic, suffix))
         entry = metadata[f"calibration_anchored{suffix}"]
         chosen["anchored"] = {**entry["chosen"], "single_threshold_sensitivity": entry["single_threshold"]["synthetic_cluster_sensitivity"]}
-    if tta:  # which augmentation the TTA thresholds belong to
-        for key in [f"calibration{suffix}"] + ([f"calibration_anchored{suffix}"] if anchor else []):
+    from .device import resolve_device, resolve_precision
+
+    precision = resolve_precision(resolve_device(device), "auto", weights.auto_precision)
+    for key in [f"calibration{suffix}"] + ([f"calibration_anchored{suffix}"] if anchor else []):
+        metadata[key] = {**metadata[key], "precision": precision}  # the arithmetic the normals were read in
+        if tta:  # which augmentation the TTA thresholds belong to
             metadata[key] = {**metadata[key], "tta_views": tta_view_names()}
     save_weights(out or path, weights.state_dict, metadata)
     return chosen

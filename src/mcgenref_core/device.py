@@ -57,17 +57,25 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_precision(device: str, precision: str = "auto") -> str:
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_precision(device: str, precision: str = "auto", weights_precision: str | None = None) -> str:
     """The arithmetic ``precision`` means on ``device``: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
 
-    ``auto`` is bf16 on CUDA and on a CPU with bf16 in hardware (:func:`cpu_has_native_bf16`),
-    fp16 on MPS, fp32 on any other CPU. Run records store this resolved name beside the asked one.
+    ``auto`` is ``weights_precision`` where the weights name one (``Weights.auto_precision``: the
+    precision their operating point was calibrated and checked in, e.g. fp32 for the bundled film
+    segmentor, whose anchored pair reads more false clusters in bf16), else bf16 on CUDA and on a
+    CPU with bf16 in hardware (:func:`cpu_has_native_bf16`), fp16 on MPS, fp32 on any other CPU.
+    An explicit precision always wins. Run records store this resolved name beside the asked one.
     """
+    if precision == "auto" and weights_precision in PRECISIONS:
+        return weights_precision
     if precision == "auto":
         if device == "cuda" or (device == "cpu" and cpu_has_native_bf16()):
             return "bf16"
         return "fp16" if device == "mps" else "fp32"
-    if precision in ("fp32", "bf16", "fp16"):
+    if precision in PRECISIONS:
         return precision
     raise InputError("--precision", f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
 

@@ -31,7 +31,7 @@ class InferenceConfig(StepConfig):
     weights: str | None = field(default=None, metadata={"help": "weights file or bundled name; default: the bundled segmentor of the regime"})
     regime: str = field(default="auto", metadata={"help": "which bundled segmentor reads the image without --weights: film, digital, or auto (what the file says it is, e.g. DICOM ConversionType DF = scanned film, else film for pixels of 0.15 mm or more); scanned film finer than 0.15 mm (DDSM) wants film"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
-    precision: str = field(default="auto", metadata={"help": f"auto ({AUTO_PRECISION}), fp32, bf16 or fp16"})
+    precision: str = field(default="auto", metadata={"help": f"auto (the precision the weights name, fp32 for the bundled film segmentor; else {AUTO_PRECISION}), fp32, bf16 or fp16"})
     tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
     overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
     batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
@@ -134,7 +134,8 @@ def segment_steps(
 
     t1 = time.perf_counter()
     model = weights.build_model()
-    predict = make_predictor(model, device, config.precision)
+    precision = resolve_precision(device, config.precision, weights.auto_precision)
+    predict = make_predictor(model, device, precision)
     if config.tta:
         predict = dihedral_average(predict)
     tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size)
@@ -168,7 +169,7 @@ def segment_steps(
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view,
                   "acquisition": mammo.acquisition, "acquisition_source": mammo.acquisition_source},
         "settings": config.to_dict(),
-        "run": {"regime": regime, "regime_source": regime_source, "regime_note": regime_note, "device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": resolve_precision(device, config.precision)},
+        "run": {"regime": regime, "regime_source": regime_source, "regime_note": regime_note, "device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": precision},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),

@@ -10,6 +10,9 @@ header metadata holds one key, ``"mcgenref"``, a JSON object with at least:
 - ``training``: the training config, command, data, hardware and time
 - ``operating_threshold``: the probability threshold chosen on validation data (segmentors)
 
+and optionally ``inference``: ``{"auto_precision": "fp32", "why": ...}``, the arithmetic
+``--precision auto`` runs these weights in (:attr:`Weights.auto_precision`).
+
 The bundled registry (``mcgenref_core/weights/registry.json``) maps a name to a file in the
 same folder and its SHA-256, so a damaged or swapped file is refused before use.
 """
@@ -58,6 +61,16 @@ class Weights:
                 digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
             self.extra["tensors_sha256"] = digest.hexdigest()
         return self.extra["tensors_sha256"]
+
+    @property
+    def auto_precision(self) -> str | None:
+        """The arithmetic ``--precision auto`` uses for these weights, where their metadata names
+        one (``metadata["inference"]["auto_precision"]``: ``"fp32"``, ``"bf16"`` or ``"fp16"``),
+        else None (the device's default, :func:`mcgenref_core.device.resolve_precision`). Weights
+        whose operating point holds only in the precision it was calibrated in name it here."""
+        inference = self.metadata.get("inference")
+        value = inference.get("auto_precision") if isinstance(inference, dict) else None
+        return value if value in ("fp32", "bf16", "fp16") else None
 
     @property
     def working_pixel_size_mm(self) -> float:
