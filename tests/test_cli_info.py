@@ -142,3 +142,15 @@ def test_version():
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
+
+
+def test_building_the_command_line_leaves_the_synthesis_kernels_unloaded():
+    """Every ``mcgenref`` run builds all subcommands' options; that must not load the synthesis
+    generator and its compiled kernels (start-up time of ``mcgenref segment``), while the
+    package's names still resolve on use."""
+    code = ("import sys; from mcgenref_core.cli import build_parser; build_parser(); "
+            "assert 'mcgenref_core.synth.generator' not in sys.modules and 'numba' not in sys.modules, sorted(sys.modules); "
+            "from mcgenref_core.synth import SyntheticPairGenerator, BackgroundSampler; import mcgenref_core.synth as s; "
+            "assert s.SyntheticPairGenerator is SyntheticPairGenerator and 'stream_pairs' in dir(s)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]

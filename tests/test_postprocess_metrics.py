@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcgenref_core.metrics import match_mcs
-from mcgenref_core.postprocess import cluster_mcs, describe_mcs, label_mcs
+from mcgenref_core.postprocess import cluster_mcs, component_stats, describe_mcs, label_mcs
 
 
 def _dots(shape, points, radius=1):
@@ -65,3 +65,26 @@ def test_match_distance_is_inclusive_at_exactly_five_pixels_of_70_microns():
     pred[5, 10] = True  # 5 px = 0.35 mm at 0.07 mm, the METHOD.md matching distance
     assert match_mcs(pred, truth, 0.07)["tp"] == 1
     assert match_mcs(pred, truth, 0.0701)["tp"] == 0
+
+
+def test_component_stats_equal_scipys_per_label_statistics():
+    """Counts, peaks and centroids read from the labelled pixels alone are scipy.ndimage's, for
+    ids with and without pixels, on a map whose components have ties and odd shapes."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    prob = rng.random((301, 257)).astype(np.float32)
+    labels = ndimage.label(rng.random((301, 257)) > 0.93, structure=np.ones((3, 3), bool))[0].astype(np.uint16)
+    labels[labels == 5] = 0  # an id with no pixels
+    n = int(labels.max())
+    ids = np.arange(1, n + 1)
+    counts, scores, centroids = component_stats(labels, prob)
+    np.testing.assert_array_equal(counts, np.bincount(labels.ravel(), minlength=n + 1)[1:])
+    present = counts > 0
+    np.testing.assert_array_equal(scores[present], np.asarray(ndimage.maximum(prob, labels, ids), np.float64)[present])
+    expected = np.asarray(ndimage.center_of_mass(np.ones_like(prob), labels, ids), np.float64)
+    np.testing.assert_allclose(centroids[present], expected[present], rtol=0, atol=1e-9)
+    assert scores[4] == -np.inf and np.isnan(centroids[4]).all()
+    assert [d.id for d in describe_mcs(labels, prob, 0.1)] == [int(i) for i in ids[present]]
+    empty = component_stats(np.zeros((4, 4), np.uint16), prob[:4, :4])
+    assert [a.shape for a in empty] == [(0,), (0,), (0, 2)]

@@ -99,3 +99,18 @@ def test_image_smaller_than_tile_is_padded():
     out = run_tiled(lambda b: b * 2, image, np.ones_like(image, bool), tile=64, overlap=0.25)
     assert out.shape == (30, 50)
     np.testing.assert_allclose(out, image * 2, rtol=1e-6)
+
+
+def test_planned_tiles_are_exactly_those_holding_mask_pixels():
+    """``plan_tiles`` keeps a tile iff its window holds a mask pixel (checked window by window),
+    on sparse and dense masks, odd sizes and several overlaps."""
+    rng = np.random.default_rng(1)
+    for shape in ((256, 256), (700, 513), (1031, 999)):
+        for density in (0.0005, 0.01, 0.3):
+            mask = rng.random(shape) < density
+            mask[: shape[0] // 3] = False
+            for tile, overlap in ((256, 0.25), (128, 0.5), (256, 0.0)):
+                stride = max(1, int(round(tile * (1.0 - overlap))))
+                expected = [(r, c) for r in tile_starts(shape[0], tile, stride) for c in tile_starts(shape[1], tile, stride)
+                            if mask[r : r + tile, c : c + tile].any()]
+                assert plan_tiles(mask, tile, overlap) == expected

@@ -52,13 +52,11 @@ def plan_tiles(mask: np.ndarray, tile: int, overlap: float) -> list[tuple[int, i
     stride = max(1, int(round(tile * (1.0 - overlap))))
     rows = tile_starts(mask.shape[0], tile, stride)
     cols = tile_starts(mask.shape[1], tile, stride)
-    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     corners = []
     for r in rows:
-        for c in cols:
-            inside = integral[r + tile, c + tile] - integral[r, c + tile] - integral[r + tile, c] + integral[r, c]
-            if inside > 0:
-                corners.append((r, c))
+        # columns of this band of rows that hold mask, then a 1-D window count per tile column
+        band = np.concatenate([[0], np.cumsum(mask[r : r + tile].any(axis=0), dtype=np.int64)])
+        corners.extend((r, c) for c in cols if band[c + tile] > band[c])
     return corners
 
 

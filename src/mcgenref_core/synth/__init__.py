@@ -1,23 +1,41 @@
 """Synthesis pillar (METHOD.md section 1): real normal backgrounds + simulated MC clusters
--> exact image/mask pairs, streamed to training or written as a zarr data set."""
+-> exact image/mask pairs, streamed to training or written as a zarr data set.
 
-from .backgrounds import BackgroundPatch, BackgroundSampler
-from .config import LAYOUTS, MORPHOLOGIES, SynthesisConfig
-from .generator import SyntheticPair, SyntheticPairGenerator, mc_centres, seed_map, stream_pairs
-from .splits import default_backgrounds, digital_normals, mias_normals
+The names below load on first use, so ``from mcgenref_core.synth.config import SynthesisConfig``
+(the CLI's option tables, the napari forms) does not pull in the generator's compiled kernels.
+"""
 
-__all__ = [
-    "LAYOUTS",
-    "MORPHOLOGIES",
-    "BackgroundPatch",
-    "BackgroundSampler",
-    "SynthesisConfig",
-    "SyntheticPair",
-    "SyntheticPairGenerator",
-    "default_backgrounds",
-    "digital_normals",
-    "mc_centres",
-    "mias_normals",
-    "seed_map",
-    "stream_pairs",
-]
+from __future__ import annotations
+
+import importlib
+
+#: public name -> submodule that defines it
+_EXPORTS = {
+    "BackgroundPatch": "backgrounds",
+    "BackgroundSampler": "backgrounds",
+    "LAYOUTS": "config",
+    "MORPHOLOGIES": "config",
+    "SynthesisConfig": "config",
+    "SyntheticPair": "generator",
+    "SyntheticPairGenerator": "generator",
+    "mc_centres": "generator",
+    "seed_map": "generator",
+    "stream_pairs": "generator",
+    "default_backgrounds": "splits",
+    "digital_normals": "splits",
+    "mias_normals": "splits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
