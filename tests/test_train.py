@@ -15,12 +15,14 @@ from mcgenref_core.models.weights import load_weights
 from mcgenref_core.synth import SynthesisConfig
 from mcgenref_core.train import (
     TrainConfig,
+    distillation_loss,
     gap_pixel_weights,
     initialise_from,
     mc_pixel_weights,
     segmentation_loss,
     train_segmentor,
     train_segmentor_steps,
+    tta_logits,
 )
 
 from .conftest import MIAS_DIR, REPO, needs_shared_data
@@ -316,3 +318,29 @@ def test_calibrating_with_tta_keeps_the_plain_threshold_and_segment_uses_each(tm
     # TTA is for segmentors only
     assert main(["train", "calibrate", str(FLOW_WEIGHTS), "--tta", "--normals", normal, "--device", "cpu"]) == 2
     assert "--tta" in capsys.readouterr().err
+
+
+def test_tta_distillation_targets_are_segment_tta_logits_and_the_term_trains(tmp_path):
+    """``--distill-tta``: the targets are the frozen initial model's logits averaged over the
+    views ``segment --tta`` averages; the clipped squared difference is 0 where student and
+    teacher agree or are both past the clip; a run logs the term and refuses it without
+    ``--init-weights``."""
+    from mcgenref_core.device import dihedral_average, make_predictor
+    from mcgenref_core.models.weights import resolve_weights
+
+    teacher = resolve_weights("film-0.2mm").build_model()
+    x = np.random.default_rng(0).normal(0.5, 0.2, (3, 64, 64)).astype(np.float32)
+    expected = dihedral_average(make_predictor(teacher, "cpu", "fp32"))(x)
+    got = tta_logits(teacher, torch.from_numpy(x)[:, None])[:, 0].numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+    a = torch.tensor([[-30.0, 2.0, 9.0]])
+    assert float(distillation_loss(a, a)) == 0.0
+    assert float(distillation_loss(a, torch.tensor([[-12.0, 2.0, 40.0]]))) == 0.0
+    assert float(distillation_loss(a, torch.tensor([[-30.0, 1.0, 9.0]]))) == pytest.approx(1 / 3)
+    with pytest.raises(InputError, match="distill-tta"):
+        TrainConfig(distill_tta=1.0).validate()
+    out = _run(tmp_path / "d.safetensors", steps=2, base_channels=16, depth=4, init_weights="film-0.2mm", distill_tta=1.0, lr=1e-4)
+    steps = [json.loads(line) for line in out.with_name(out.name + ".log.jsonl").read_text().splitlines()]
+    distill = [r["distill"] for r in steps if r["kind"] == "step"]
+    assert len(distill) == 2 and all(d > 0 for d in distill)  # the plain logits are not yet the TTA ones
+    assert load_weights(out).metadata["training"]["config"]["distill_tta"] == 1.0

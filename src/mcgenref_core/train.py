@@ -62,6 +62,7 @@ class TrainConfig(StepConfig):
     augment_contrast: tuple[float, float] = field(default=(0.7, 1.4), metadata={"help": "range of a random contrast scale about the patch median"})
     augment_noise: tuple[float, float] = field(default=(0.0, 0.02), metadata={"help": "range of the sigma of extra white noise (normalised units)"})
     init_weights: str | None = field(default=None, metadata={"help": "start from these segmentor weights (file or bundled name) instead of a random initialisation: fine-tuning; a narrower U-Net of the same depth is widened to --base-channels first, computing the same logits"})
+    distill_tta: float = field(default=0.0, metadata={"help": "weight of a term pulling the logits towards the test-time-augmented logits (mean over the 8 flips and quarter turns) of the --init-weights model, kept frozen: the plain reading learns what TTA adds (0 = off; needs --init-weights)"})
     val_every: int = field(default=250, metadata={"help": "validate every N steps"})
     val_patches: int = field(default=96, metadata={"help": "fixed validation pairs (held-out backgrounds)"})
     checkpoint_every: int = field(default=100, metadata={"help": "write a resumable checkpoint every N steps"})
@@ -79,6 +80,8 @@ class TrainConfig(StepConfig):
         _check_mc_weighting(self.mc_weighting)
         if self.gap_weight < 0 or self.gap_sigma_mm <= 0:
             raise InputError("--gap-weight", f"needs gap weight >= 0 and gap sigma > 0 mm, got {self.gap_weight} and {self.gap_sigma_mm}")
+        if self.distill_tta < 0 or (self.distill_tta > 0 and not self.init_weights):
+            raise InputError("--distill-tta", f"needs a weight >= 0 and, when on, --init-weights (the model whose TTA logits are the targets); got {self.distill_tta}")
 
     @property
     def calibration_limits(self) -> dict[str, float]:
@@ -130,6 +133,40 @@ def segmentation_loss(logits, target, pos_weight: float = 3.0, dice_weight: floa
     inter = (prob * target).sum()
     dice = 1 - (2 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
     return bce + dice_weight * dice
+
+
+#: logits are compared up to this magnitude by the TTA distillation term (deep background and
+#: certain MCs agree there whatever their exact values)
+DISTILL_LOGIT_CLIP = 8.0
+
+
+def tta_logits(model, x):
+    """Mean logits of ``model`` over the 8 flips and quarter turns (``device.TTA_VIEWS``) of the
+    batch ``x`` (N, 1, P, P) float tensor, each mapped back: (N, 1, P, P) float32, no gradient."""
+    import torch
+
+    from .device import TTA_VIEWS
+
+    total = None
+    with torch.no_grad():
+        for turns, mirror in TTA_VIEWS:
+            view = torch.rot90(x, turns, dims=(2, 3))
+            if mirror:
+                view = view.flip(3)
+            y = model(view.contiguous(memory_format=torch.channels_last)).float()
+            if mirror:
+                y = y.flip(3)
+            y = torch.rot90(y, -turns, dims=(2, 3))
+            total = y if total is None else total + y
+    return total / len(TTA_VIEWS)
+
+
+def distillation_loss(logits, target_logits, clip: float = DISTILL_LOGIT_CLIP):
+    """Mean squared difference of ``logits`` and ``target_logits`` (same shape, float tensors),
+    both clipped to ±``clip``: the student follows the teacher wherever either is unsure."""
+    import torch
+
+    return torch.mean((logits.float().clamp(-clip, clip) - target_logits.float().clamp(-clip, clip)) ** 2)
 
 
 def mc_pixel_weights(masks: np.ndarray, pos_weight: float, weighting: str = "pixel") -> np.ndarray:
@@ -333,6 +370,10 @@ def train_segmentor_steps(
     model = UNet(1, 1, train.base_channels, train.depth)
     init = initialise_from(model, train.init_weights, "segmentor", train.pixel_size_mm, train.seed)
     model = model.to(device).to(memory_format=torch.channels_last)
+    teacher = None
+    if train.distill_tta > 0:  # the initial model, frozen: its TTA logits are the soft targets
+        teacher = load_matching_weights(train.init_weights, "segmentor", train.pixel_size_mm, "--init-weights").build_model()
+        teacher = teacher.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)
     step = 0
@@ -373,17 +414,20 @@ def train_segmentor_steps(
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
         model.train()
-        if amp is not None:
-            with torch.autocast(device_type=device, dtype=amp):
-                logits = model(x)
-        else:
+        with torch.autocast(device_type=device, dtype=amp or torch.float32, enabled=amp is not None):
             logits = model(x)
+            targets = tta_logits(teacher, x) if teacher is not None else None
         loss = segmentation_loss(logits, y, train.pos_weight, train.dice_weight, w)
+        values = {}
+        if targets is not None:
+            distill = distillation_loss(logits, targets)
+            loss = loss + train.distill_tta * distill
+            values["distill"] = round(float(distill.item()), 5)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         step += 1
-        values = {"loss": round(float(loss.item()), 5), "lr": round(lr_at(step - 1), 7)}
+        values = {"loss": round(float(loss.item()), 5), **values, "lr": round(lr_at(step - 1), 7)}
         _append_log(log_path, {"kind": "step", "step": step, **values})
         if step % train.checkpoint_every == 0 or step == train.steps:
             # before any yield, so a run cancelled at this step keeps it
