@@ -151,7 +151,6 @@ def timing_section(data: Path, quick: bool) -> dict:
 
     import inference
 
-
     monai = importlib.util.find_spec("monai") is not None
     cases = {"film 1024×1024 (`mdb209`, 0.2 mm)": ("mias-dev/mdb209.pgm", 0.2)} if quick else {
         "digital 3328×2560 (`1_L_CC`, 0.07 mm)": ("nyu-ffdm/1_L_CC.png", 0.07),

@@ -22,7 +22,6 @@ from mcgenref_core.train import (
     segmentation_loss,
     train_segmentor,
     train_segmentor_steps,
-    tta_logits,
 )
 
 from .conftest import MIAS_DIR, REPO, needs_shared_data
@@ -320,27 +319,47 @@ def test_calibrating_with_tta_keeps_the_plain_threshold_and_segment_uses_each(tm
     assert "--tta" in capsys.readouterr().err
 
 
-def test_tta_distillation_targets_are_segment_tta_logits_and_the_term_trains(tmp_path):
+def test_tta_distillation_targets_are_segment_tta_logits_and_the_term_trains(tmp_path, monkeypatch):
     """``--distill-tta``: the targets are the frozen initial model's logits averaged over the
-    views ``segment --tta`` averages; the clipped squared difference is 0 where student and
-    teacher agree or are both past the clip; a run logs the term and refuses it without
-    ``--init-weights``."""
-    from mcgenref_core.device import dihedral_average, make_predictor
+    views ``segment --tta`` averages (``device.dihedral_average`` of its predictor, fed the very
+    batch the student sees); the clipped squared difference is 0 where student and teacher agree
+    or are both past the clip; a run logs the term and refuses it without ``--init-weights``."""
+    from mcgenref_core import device, train
     from mcgenref_core.models.weights import resolve_weights
 
-    teacher = resolve_weights("film-0.2mm").build_model()
-    x = np.random.default_rng(0).normal(0.5, 0.2, (3, 64, 64)).astype(np.float32)
-    expected = dihedral_average(make_predictor(teacher, "cpu", "fp32"))(x)
-    got = tta_logits(teacher, torch.from_numpy(x)[:, None])[:, 0].numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
     a = torch.tensor([[-30.0, 2.0, 9.0]])
     assert float(distillation_loss(a, a)) == 0.0
     assert float(distillation_loss(a, torch.tensor([[-12.0, 2.0, 40.0]]))) == 0.0
     assert float(distillation_loss(a, torch.tensor([[-30.0, 1.0, 9.0]]))) == pytest.approx(1 / 3)
     with pytest.raises(InputError, match="distill-tta"):
         TrainConfig(distill_tta=1.0).validate()
+
+    seen = {"batches": [], "targets": []}
+    real_average, real_loss = device.dihedral_average, train.distillation_loss
+
+    def spy_average(predict):
+        averaged = real_average(predict)
+
+        def recorded(batch):
+            seen["batches"].append(batch.copy())
+            return averaged(batch)
+
+        return recorded
+
+    def spy_loss(logits, targets):
+        seen["targets"].append(targets.detach().clone())
+        return real_loss(logits, targets)
+
+    monkeypatch.setattr(device, "dihedral_average", spy_average)
+    monkeypatch.setattr(train, "distillation_loss", spy_loss)
     out = _run(tmp_path / "d.safetensors", steps=2, base_channels=16, depth=4, init_weights="film-0.2mm", distill_tta=1.0, lr=1e-4)
     steps = [json.loads(line) for line in out.with_name(out.name + ".log.jsonl").read_text().splitlines()]
     distill = [r["distill"] for r in steps if r["kind"] == "step"]
     assert len(distill) == 2 and all(d > 0 for d in distill)  # the plain logits are not yet the TTA ones
     assert load_weights(out).metadata["training"]["config"]["distill_tta"] == 1.0
+    # the targets are segment --tta's logits of the initial weights on each step's batch
+    assert len(seen["batches"]) == len(seen["targets"]) == 2
+    frozen = device.make_predictor(resolve_weights("film-0.2mm").build_model(), "cpu", "fp32")
+    for batch, targets in zip(seen["batches"], seen["targets"]):
+        assert targets.shape == (batch.shape[0], 1, *batch.shape[1:])
+        np.testing.assert_allclose(targets[:, 0].numpy(), real_average(frozen)(batch), atol=1e-4, rtol=1e-5)

@@ -345,6 +345,7 @@ def calibrate_weights_steps(
     normals must be images the model never trained on: a file listed among the weights'
     training backgrounds is refused.
     """
+    from .device import resolve_device, resolve_precision
     from .models.weights import load_weights, save_weights
 
     weights = load_weights(path)
@@ -363,8 +364,6 @@ def calibrate_weights_steps(
         metadata.update(anchored_calibration_metadata(responses, found, total, limits, synthetic, suffix))
         entry = metadata[f"calibration_anchored{suffix}"]
         chosen["anchored"] = {**entry["chosen"], "single_threshold_sensitivity": entry["single_threshold"]["synthetic_cluster_sensitivity"]}
-    from .device import resolve_device, resolve_precision
-
     precision = resolve_precision(resolve_device(device), "auto", weights.auto_precision)
     for key in [f"calibration{suffix}"] + ([f"calibration_anchored{suffix}"] if anchor else []):
         metadata[key] = {**metadata[key], "precision": precision}  # the arithmetic the normals were read in

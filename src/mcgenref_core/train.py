@@ -140,27 +140,6 @@ def segmentation_loss(logits, target, pos_weight: float = 3.0, dice_weight: floa
 DISTILL_LOGIT_CLIP = 8.0
 
 
-def tta_logits(model, x):
-    """Mean logits of ``model`` over the 8 flips and quarter turns (``device.TTA_VIEWS``) of the
-    batch ``x`` (N, 1, P, P) float tensor, each mapped back: (N, 1, P, P) float32, no gradient."""
-    import torch
-
-    from .device import TTA_VIEWS
-
-    total = None
-    with torch.no_grad():
-        for turns, mirror in TTA_VIEWS:
-            view = torch.rot90(x, turns, dims=(2, 3))
-            if mirror:
-                view = view.flip(3)
-            y = model(view.contiguous(memory_format=torch.channels_last)).float()
-            if mirror:
-                y = y.flip(3)
-            y = torch.rot90(y, -turns, dims=(2, 3))
-            total = y if total is None else total + y
-    return total / len(TTA_VIEWS)
-
-
 def distillation_loss(logits, target_logits, clip: float = DISTILL_LOGIT_CLIP):
     """Mean squared difference of ``logits`` and ``target_logits`` (same shape, float tensors),
     both clipped to ±``clip``: the student follows the teacher wherever either is unsure."""
@@ -371,9 +350,11 @@ def train_segmentor_steps(
     init = initialise_from(model, train.init_weights, "segmentor", train.pixel_size_mm, train.seed)
     model = model.to(device).to(memory_format=torch.channels_last)
     teacher = None
-    if train.distill_tta > 0:  # the initial model, frozen: its TTA logits are the soft targets
-        teacher = load_matching_weights(train.init_weights, "segmentor", train.pixel_size_mm, "--init-weights").build_model()
-        teacher = teacher.to(device).to(memory_format=torch.channels_last).eval().requires_grad_(False)
+    if train.distill_tta > 0:  # the initial model, frozen: its logits as `segment --tta` reads them are the soft targets
+        from .device import dihedral_average, make_predictor
+
+        frozen = load_matching_weights(train.init_weights, "segmentor", train.pixel_size_mm, "--init-weights").build_model()
+        teacher = dihedral_average(make_predictor(frozen, device, resolve_precision(device, train.precision)))
     optimiser = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
     rng = np.random.default_rng(train.seed)
     step = 0
@@ -414,12 +395,15 @@ def train_segmentor_steps(
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
         model.train()
-        with torch.autocast(device_type=device, dtype=amp or torch.float32, enabled=amp is not None):
+        if amp is not None:
+            with torch.autocast(device_type=device, dtype=amp):
+                logits = model(x)
+        else:
             logits = model(x)
-            targets = tta_logits(teacher, x) if teacher is not None else None
         loss = segmentation_loss(logits, y, train.pos_weight, train.dice_weight, w)
         values = {}
-        if targets is not None:
+        if teacher is not None:
+            targets = torch.from_numpy(teacher(images))[:, None].to(device)
             distill = distillation_loss(logits, targets)
             loss = loss + train.distill_tta * distill
             values["distill"] = round(float(distill.item()), 5)

@@ -68,9 +68,11 @@ class Weights:
         one (``metadata["inference"]["auto_precision"]``: ``"fp32"``, ``"bf16"`` or ``"fp16"``),
         else None (the device's default, :func:`mcgenref_core.device.resolve_precision`). Weights
         whose operating point holds only in the precision it was calibrated in name it here."""
+        from ..device import PRECISIONS
+
         inference = self.metadata.get("inference")
         value = inference.get("auto_precision") if isinstance(inference, dict) else None
-        return value if value in ("fp32", "bf16", "fp16") else None
+        return value if value in PRECISIONS else None
 
     @property
     def working_pixel_size_mm(self) -> float:
