@@ -51,6 +51,30 @@ def test_odd_sized_input_keeps_shape_and_dtype(film_weights):
     assert len(result.record["mcs"]) == len(ids) - 1
 
 
+def test_segment_reads_the_whole_image_as_one_pass_does(film_weights):
+    """``segment``'s tiled logits are those of one pass of the network over the whole working
+    image (padded at the bottom and right to the network's size multiple) everywhere in the
+    breast: the tiles leave out the rim of the network's reach along inner edges and start on
+    its pooling grid."""
+    from mcgenref_core.breast import breast_mask
+    from mcgenref_core.device import make_predictor
+    from mcgenref_core.intensity import robust_normalize
+    from mcgenref_core.tiling import pad_to_multiple
+
+    pixels = read_mammogram(sample_path("mdb209")).pixels[13:1012, 101:878]  # odd-sized: 999 x 777
+    mammo = Mammogram(pixels=pixels, pixel_size_mm=0.2, path=sample_path("mdb209"), file_format="pgm")
+    result = segment(mammo, InferenceConfig(device="cpu", precision="fp32"), weights=film_weights)
+    image = mammo.to_numpy()
+    breast = breast_mask(image, 0.2)
+    norm = robust_normalize(image, breast)
+    model = film_weights.build_model()
+    padded, _ = pad_to_multiple(norm, np.ones(norm.shape, bool), model.size_multiple)
+    whole = make_predictor(model, "cpu", "fp32")(padded[None])[0][: norm.shape[0], : norm.shape[1]]
+    # inside the breast (outside it a tile's neighbour may be skipped, and probabilities are 0 there)
+    assert breast.mean() > 0.3 and np.array_equal(result.breast, breast)
+    np.testing.assert_allclose(result.logits_working[breast], whole[breast], atol=1e-4)
+
+
 def test_resampled_input_returns_to_its_own_grid(film_weights):
     pixels = read_mammogram(sample_path("mdb209")).pixels
     mammo = Mammogram(pixels=pixels, pixel_size_mm=0.15, path=sample_path("mdb209"), file_format="pgm")

@@ -10,11 +10,17 @@ from mcgenref_core.device import make_predictor
 from mcgenref_core.models.unet import UNet
 from mcgenref_core.tiling import (
     BACKGROUND_LOGIT,
+    RIM_WEIGHT,
     iter_tiled_logits,
+    pad_to_multiple,
     plan_tiles,
+    rim_weights,
     run_tiled,
     tile_starts,
+    unet_reach_px,
 )
+
+from .conftest import NYU_DIR, needs_shared_data
 
 
 def test_tile_starts_cover_every_pixel_without_overrun():
@@ -114,3 +120,74 @@ def test_planned_tiles_are_exactly_those_holding_mask_pixels():
                 expected = [(r, c) for r in tile_starts(shape[0], tile, stride) for c in tile_starts(shape[1], tile, stride)
                             if mask[r : r + tile, c : c + tile].any()]
                 assert plan_tiles(mask, tile, overlap) == expected
+
+
+def _measured_reach(predict, size: int, spots) -> int:
+    """Largest Chebyshev distance at which a change of one input pixel (at each of ``spots``)
+    moves the logits of ``predict`` on a (size, size) image."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(1, size, size)).astype(np.float32)
+    base = predict(image)
+    reach = 0
+    for r, c in spots:
+        bumped = image.copy()
+        bumped[0, r, c] += 10.0
+        rows, cols = np.nonzero(np.abs(predict(bumped) - base)[0] > 0)
+        reach = max(reach, int(np.abs(rows - r).max()), int(np.abs(cols - c).max()))
+    return reach
+
+
+@pytest.mark.parametrize("depth", [2, 3, 4])
+def test_unet_reach_px_is_the_reach_of_a_unet(depth):
+    """``unet_reach_px`` is how far one input pixel moves a U-Net's logits, over the positions
+    of a pixel against the pooling grid."""
+    torch.manual_seed(depth)
+    predict = make_predictor(UNet(base_channels=4, depth=depth).eval(), "cpu", precision="fp32")
+    spots = [(128 + k, 128 + k) for k in range(2 ** (depth - 1))]
+    assert _measured_reach(predict, 256, spots) == unet_reach_px(depth)
+
+
+def test_rim_weights_scale_only_inner_edges():
+    base = np.ones((64, 64), np.float32)
+    weight_for = rim_weights(base, 10)
+    corner = weight_for(False, True, False, True)  # a tile in the top-left corner of the image
+    assert np.all(corner[:54, :54] == 1.0)
+    assert np.allclose(corner[54:, :54], RIM_WEIGHT) and np.allclose(corner[:54, 54:], RIM_WEIGHT)
+    assert np.allclose(corner[54:, 54:], RIM_WEIGHT**2)
+    assert weight_for(False, True, False, True) is corner  # made once
+    assert np.array_equal(rim_weights(base, 0)(True, True, True, True), base)
+
+
+def test_pad_to_multiple_reflects_image_and_leaves_mask_out():
+    image = np.arange(30, dtype=np.float32).reshape(5, 6)
+    padded, mask = pad_to_multiple(image, np.ones((5, 6), bool), 4)
+    assert padded.shape == mask.shape == (8, 8)
+    assert np.array_equal(padded[:5, :6], image) and np.array_equal(padded[5, :6], image[3])
+    assert mask[:5, :6].all() and not mask[5:].any() and not mask[:, 6:].any()
+
+
+@needs_shared_data
+def test_tiled_reading_with_rim_is_the_whole_image_reading_of_the_bundled_network():
+    """With the rim and overlap ``segment`` uses (56 px, 0.4375), the tiled logits of the bundled digital network
+    on a real mammogram (an odd-sized crop of an NYU view, several tiles each way) are the logits
+    of one pass over the whole image. Without the rim, at the old overlap of 0.25, pixels near
+    inner tile edges were read with their context cut off."""
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, tile_rim_px
+
+    weights = resolve_weights("digital-0.07mm", "segmentor")
+    model = weights.build_model()
+    predict = make_predictor(model, "cpu", precision="fp32")
+    image = read_mammogram(NYU_DIR / "1_L_CC.png", pixel_size_mm=0.07).to_numpy()[1000:1517, 200:589].astype(np.float32)
+    image = (image - image.mean()) / image.std()
+    mask = np.ones(image.shape, bool)
+    padded, _ = pad_to_multiple(image, mask, model.size_multiple)
+    whole = predict(padded[None])[0][: image.shape[0], : image.shape[1]]
+    config = InferenceConfig()
+    rim = tile_rim_px(model)
+    assert rim == 56 and config.tile * (1 - config.overlap) <= config.tile - 2 * rim
+    tiled = run_tiled(predict, image, mask, tile=config.tile, overlap=config.overlap, rim=rim, align=model.size_multiple)
+    assert np.abs(tiled - whole).max() < 1e-4
+    cut = run_tiled(predict, image, mask, tile=config.tile, overlap=0.25)
+    assert np.abs(cut - whole).max() > 0.5

@@ -33,7 +33,7 @@ class InferenceConfig(StepConfig):
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
     precision: str = field(default="auto", metadata={"help": f"auto (the precision the weights name, fp32 for the bundled film segmentor; else {AUTO_PRECISION}), fp32, bf16 or fp16"})
     tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
-    overlap: float = field(default=0.25, metadata={"help": "fraction of a tile shared with its neighbour"})
+    overlap: float = field(default=0.4375, metadata={"help": "fraction of a tile shared with its neighbour; from 0.4375 on, every pixel is read by a 256 px tile that holds the bundled networks' whole reach around it (51 px), as a pass over the whole image reads it"})
     batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
     threshold: float | None = field(default=None, metadata={"help": "MC probability threshold; default: the weights' operating point"})
     cluster_anchor: bool = field(default=True, metadata={"help": "read at the weights' calibrated anchored pair when they hold one: MCs down to its lower threshold, a fainter MC kept only inside a cluster whose brightest MC reaches its anchor"})
@@ -138,7 +138,8 @@ def segment_steps(
     predict = make_predictor(model, device, precision)
     if config.tta:
         predict = dihedral_average(predict)
-    tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size)
+    tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
+                              rim=tile_rim_px(model), align=getattr(model, "size_multiple", 1))
     logits_w = yield from _relay(tiles, "segment")
     timings["segment_s"] = time.perf_counter() - t1
 
@@ -245,6 +246,19 @@ def reading_thresholds(config: InferenceConfig, weights, refine_record: dict | N
     if anchor is not None and anchor <= threshold:
         anchor = None
     return threshold, anchor, source
+
+
+def tile_rim_px(model) -> int:
+    """Px along inner tile edges that ``segment`` leaves out of the blend for ``model``: the reach
+    of a U-Net of its depth (``tiling.unet_reach_px``, 51 px for the bundled networks) rounded
+    up to the multiple its input sizes need (56 px); 0 for a network of another kind."""
+    from .tiling import unet_reach_px
+
+    depth = getattr(model, "depth", None)
+    if depth is None:
+        return 0
+    multiple = getattr(model, "size_multiple", 1)
+    return -(-unet_reach_px(depth) // multiple) * multiple
 
 
 def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:
