@@ -37,19 +37,19 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def whole_image_logits(predict, image: np.ndarray, reach: int, multiple: int, band: int = 512) -> np.ndarray:
+def whole_image_logits(predict, image: np.ndarray, context: int, multiple: int, band: int = 512) -> np.ndarray:
     """The network's logits (H, W) float32 on the whole of ``image`` (H, W) float32, computed in
-    row bands of ``band`` px with ``reach`` px (rounded up to ``multiple``) of image above and
-    below each: equal to one pass over the whole image, whose bottom and right edges are padded
-    by reflection to a multiple of ``multiple`` (the network's input size multiple)."""
+    row bands of ``band`` px with ``context`` px (at least the network's reach, a multiple of
+    ``multiple``) of image above and below each: equal to one pass over the whole image padded
+    at the bottom and right to a multiple of ``multiple`` (``tiling.pad_to_multiple``)."""
+    from mcgenref_core.tiling import pad_to_multiple
+
     height, width = image.shape
-    padded_h, padded_w = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-    padded = np.pad(image, ((0, padded_h - height), (0, padded_w - width)), mode="reflect")
-    context = -(-reach // multiple) * multiple
+    padded, _ = pad_to_multiple(image, np.ones(image.shape, bool), multiple)
     out = np.empty(padded.shape, np.float32)
-    for top in range(0, padded_h, band):
-        bottom = min(top + band, padded_h)
-        lo, hi = max(0, top - context), min(padded_h, bottom + context)
+    for top in range(0, padded.shape[0], band):
+        bottom = min(top + band, padded.shape[0])
+        lo, hi = max(0, top - context), min(padded.shape[0], bottom + context)
         out[top:bottom] = predict(padded[None, lo:hi])[0][top - lo : bottom - lo]
     return out[:height, :width]
 
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     from mcgenref_core.models.weights import resolve_weights
     from mcgenref_core.samples import sample_path
     from mcgenref_core.segment import tile_rim_px
-    from mcgenref_core.tiling import run_tiled, unet_reach_px
+    from mcgenref_core.tiling import run_tiled
 
     if args.images:
         cases = [(p, args.pixel_size) for p in args.images]
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
             loaded[regime] = (weights, model, predict)
         weights, model, predict = loaded[regime]
         image, breast, name = working_image(path, pixel_size, weights)
-        whole = whole_image_logits(predict, image, unet_reach_px(model.depth), model.size_multiple)
+        whole = whole_image_logits(predict, image, tile_rim_px(model), model.size_multiple)
         threshold_logit = float(logit(weights.metadata["operating_threshold"]))
         for setting in args.settings:
             overlap_text, rim_text = setting.split(":")
