@@ -54,6 +54,18 @@ NYU_IMAGES = (
 
 # --- measuring ------------------------------------------------------------------------------
 
+def tiling_settings() -> str:
+    """``segment``'s default tiling in words: tile, overlap (with the rim it follows from) and batch."""
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.segment import InferenceConfig, tile_rim_px, whole_image_overlap
+
+    config = InferenceConfig()
+    rim = tile_rim_px(resolve_weights(None, "segmentor", 0.07).build_model())
+    overlap = whole_image_overlap(config.tile, rim) if config.overlap is None else config.overlap
+    return (f"tile {config.tile}, overlap {overlap:g} (twice the {rim} px rim of the network's reach that tiles leave out of the blend: "
+            f"every pixel is read as one pass over the whole image reads it), batch {config.batch_size}")
+
+
 def evaluate_patches(pairs: dict, prob: np.ndarray, threshold: float, config) -> dict:
     """Score (N, P, P) probabilities against the pairs' masks with the evaluation engine.
 
@@ -650,7 +662,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         load = f"load average {timing['load_before'][0]:.1f} before, {timing['load_after'][0]:.1f} after"
         add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
         precision = timing["precision"]
-        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, tile 256, overlap 0.25, batch 8." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our predictor, in the precision of the row, inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
+        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, {tiling_settings()}." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our predictor, in the precision of the row, inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
         add("")
         if timing["monai"]:
             add("| image | precision | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI, our predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
@@ -668,7 +680,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
             each = "; ".join(f"{r['case'].split(' (')[0]}: " + ", ".join(f"{t:.1f}" for t in r["cli_runs_s"]) + " s" for r in runs)
             add(f"`mcgenref segment` is the median of {len(runs[0]['cli_runs_s'])} runs, each a fresh process (in order: {each}).")
             add("")
-        add("The gain over MONAI comes from skipping tiles outside the breast, the smaller overlap that Gaussian blending allows, and,")
+        add("The gain over MONAI comes from skipping tiles outside the breast, large tiles that overlap by no more than the network's reach")
+        add("needs (MONAI's overlap of 0.5 computes each pixel about 4 times, 640 px tiles overlapping by 0.175 about 1.5 times), and,")
         add("on a CPU with bf16 in hardware, bf16 autocast (about twice as fast as fp32 there; not bit-identical to it, `--precision fp32`")
         add("gives the full-precision result). `--precision auto` picks fp32 on a CPU without it (AVX2 only), where bf16 is emulated and")
         add("several times slower (`python benchmarks/inference.py --precision bf16` measures it). Weights may name the precision their")

@@ -1,14 +1,16 @@
 """How far does the tiled reading stray from the network's reading of the whole image? (a diagnostic)
 
-``segment`` reads a mammogram in tiles of 256 px with Gaussian blending. Each tile is zero-padded
+``segment`` reads a mammogram in tiles with Gaussian blending (256 px up to version 0.1 and in
+this script by default, ``--tile``; 640 px in ``segment`` now). Each tile is zero-padded
 at its edges, so a pixel that lies closer to a tile edge than the network's reach
 (``tiling.unet_reach_px``: 51 px for the bundled 4-level U-Nets) is read with part of its context
 missing, and a tile whose corner is off the network's pooling grid reads it with another pooling
 phase. Up to version 0.1 the tiles overlapped by 0.25 (64 px) and every tile's logits were
 blended, so some pixels lay within the reach of an edge in every tile that covered them. Now
-``segment`` overlaps them by 0.4375, leaves a rim of 56 px along inner tile edges out of the blend
-(``rim``) and starts every tile on the pooling grid (``align``), which makes the tiled reading the
-whole-image reading.
+``segment`` leaves a rim of 56 px along inner tile edges out of the blend (``rim``), overlaps the
+tiles by twice that rim (0.4375 of 256 px, 0.175 of 640 px: ``segment.whole_image_overlap``) and
+starts every tile on the pooling grid (``align``), which makes the tiled reading the whole-image
+reading (``--tile 640 --settings 0.175:rim`` measures ``segment``'s default).
 
 For each image this script computes the network's reading of the whole working image (in bands
 with more than the reach of context above and below, which is exactly the whole-image reading)
@@ -62,6 +64,8 @@ def working_image(path: Path, pixel_size_mm: float | None, weights) -> tuple[np.
     from mcgenref_core.io import read_mammogram
 
     mammo = read_mammogram(path, pixel_size_mm=pixel_size_mm)
+    if mammo.pixel_size_mm is None:
+        raise SystemExit(f"tile_seams.py: {path}: pixel size unknown; give it with --pixel-size MM")
     image = mammo.to_numpy()
     spacing = float(mammo.pixel_size_mm)
     breast = breast_mask(image, spacing)

@@ -173,9 +173,12 @@ def test_a_bad_entry_names_its_field(qtbot):
 
     form = ConfigForm(InferenceConfig)
     qtbot.addWidget(form)
-    form.editors["overlap"].line.setText("a quarter")
+    overlap = form.editors["overlap"]
+    assert overlap.auto.isChecked() and form.config().overlap is None  # auto: twice the network's reach
+    overlap.auto.setChecked(False)
+    overlap.inner.line.setText("a quarter")
     with pytest.raises(InputError, match="overlap"):
         form.config()
-    form.editors["overlap"].line.setText("0.99")
+    overlap.inner.line.setText("0.99")
     with pytest.raises(InputError, match="overlap"):  # the dataclass's own check
         form.config()

@@ -51,11 +51,12 @@ def test_odd_sized_input_keeps_shape_and_dtype(film_weights):
     assert len(result.record["mcs"]) == len(ids) - 1
 
 
-def test_segment_reads_the_whole_image_as_one_pass_does(film_weights):
+@pytest.mark.parametrize("tile", [640, 256])
+def test_segment_reads_the_whole_image_as_one_pass_does(film_weights, tile):
     """``segment``'s tiled logits are those of one pass of the network over the whole working
     image (padded at the bottom and right to the network's size multiple) everywhere in the
-    breast: the tiles leave out the rim of the network's reach along inner edges and start on
-    its pooling grid."""
+    breast: the tiles leave out the rim of the network's reach along inner edges, overlap by
+    twice that rim (the default overlap for any tile size) and start on its pooling grid."""
     from mcgenref_core.breast import breast_mask
     from mcgenref_core.device import make_predictor
     from mcgenref_core.intensity import robust_normalize
@@ -63,7 +64,8 @@ def test_segment_reads_the_whole_image_as_one_pass_does(film_weights):
 
     pixels = read_mammogram(sample_path("mdb209")).pixels[13:1012, 101:878]  # odd-sized: 999 x 777
     mammo = Mammogram(pixels=pixels, pixel_size_mm=0.2, path=sample_path("mdb209"), file_format="pgm")
-    result = segment(mammo, InferenceConfig(device="cpu", precision="fp32"), weights=film_weights)
+    result = segment(mammo, InferenceConfig(device="cpu", precision="fp32", tile=tile), weights=film_weights)
+    assert result.record["run"]["overlap_used"] == 112 / tile
     image = mammo.to_numpy()
     breast = breast_mask(image, 0.2)
     norm = robust_normalize(image, breast)
@@ -73,6 +75,23 @@ def test_segment_reads_the_whole_image_as_one_pass_does(film_weights):
     # inside the breast (outside it a tile's neighbour may be skipped, and probabilities are 0 there)
     assert breast.mean() > 0.3 and np.array_equal(result.breast, breast)
     np.testing.assert_allclose(result.logits_working[breast], whole[breast], atol=1e-4)
+
+
+def test_default_overlap_follows_the_tile_and_a_tile_too_small_for_the_reach_is_refused(film_weights):
+    from mcgenref_core.segment import tile_rim_px, whole_image_overlap
+
+    rim = tile_rim_px(film_weights.build_model())
+    assert rim == 56
+    assert InferenceConfig().overlap is None
+    assert whole_image_overlap(640, rim) == 0.175 and whole_image_overlap(256, rim) == 0.4375
+    assert whole_image_overlap(256, 0) == 0.25
+    pixels = read_mammogram(sample_path("mdb209")).pixels
+    mammo = Mammogram(pixels=pixels, pixel_size_mm=0.2, path=sample_path("mdb209"), file_format="pgm")
+    with pytest.raises(InputError, match="--tile.*cannot hold the network's reach"):
+        segment(mammo, InferenceConfig(device="cpu", tile=112), weights=film_weights)
+    # an explicit overlap is taken as given
+    result = segment(mammo, InferenceConfig(device="cpu", tile=112, overlap=0.5), weights=film_weights)
+    assert result.record["run"]["overlap_used"] == 0.5
 
 
 def test_resampled_input_returns_to_its_own_grid(film_weights):

@@ -168,13 +168,13 @@ def test_pad_to_multiple_reflects_image_and_leaves_mask_out():
 
 @needs_shared_data
 def test_tiled_reading_with_rim_is_the_whole_image_reading_of_the_bundled_network():
-    """With the rim and overlap ``segment`` uses (56 px, 0.4375), the tiled logits of the bundled digital network
+    """With the rim and overlap ``segment`` uses (56 px, and twice that: 0.4375 of 256 px tiles), the tiled logits of the bundled digital network
     on a real mammogram (an odd-sized crop of an NYU view, several tiles each way) are the logits
     of one pass over the whole image. Without the rim, at the old overlap of 0.25, pixels near
     inner tile edges were read with their context cut off."""
     from mcgenref_core.io import read_mammogram
     from mcgenref_core.models.weights import resolve_weights
-    from mcgenref_core.segment import InferenceConfig, tile_rim_px
+    from mcgenref_core.segment import tile_rim_px, whole_image_overlap
 
     weights = resolve_weights("digital-0.07mm", "segmentor")
     model = weights.build_model()
@@ -184,10 +184,10 @@ def test_tiled_reading_with_rim_is_the_whole_image_reading_of_the_bundled_networ
     mask = np.ones(image.shape, bool)
     padded, _ = pad_to_multiple(image, mask, model.size_multiple)
     whole = predict(padded[None])[0][: image.shape[0], : image.shape[1]]
-    config = InferenceConfig()
-    rim = tile_rim_px(model)
-    assert rim == 56 and config.tile * (1 - config.overlap) <= config.tile - 2 * rim
-    tiled = run_tiled(predict, image, mask, tile=config.tile, overlap=config.overlap, rim=rim, align=model.size_multiple)
+    tile, rim = 256, tile_rim_px(model)
+    overlap = whole_image_overlap(tile, rim)
+    assert rim == 56 and overlap == 0.4375
+    tiled = run_tiled(predict, image, mask, tile=tile, overlap=overlap, rim=rim, align=model.size_multiple)
     assert np.abs(tiled - whole).max() < 1e-4
-    cut = run_tiled(predict, image, mask, tile=config.tile, overlap=0.25)
+    cut = run_tiled(predict, image, mask, tile=tile, overlap=0.25)
     assert np.abs(cut - whole).max() > 0.5

@@ -32,9 +32,9 @@ class InferenceConfig(StepConfig):
     regime: str = field(default="auto", metadata={"help": "which bundled segmentor reads the image without --weights: film, digital, or auto (what the file says it is, e.g. DICOM ConversionType DF = scanned film, else film for pixels of 0.15 mm or more); scanned film finer than 0.15 mm (DDSM) wants film"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or mps"})
     precision: str = field(default="auto", metadata={"help": f"auto (the precision the weights name, fp32 for the bundled film segmentor; else {AUTO_PRECISION}), fp32, bf16 or fp16"})
-    tile: int = field(default=256, metadata={"help": "tile edge in working pixels"})
-    overlap: float = field(default=0.4375, metadata={"help": "fraction of a tile shared with its neighbour; from 0.4375 on, every pixel is read by a 256 px tile that holds the bundled networks' whole reach around it (51 px), as a pass over the whole image reads it"})
-    batch_size: int = field(default=8, metadata={"help": "tiles per forward pass"})
+    tile: int = field(default=640, metadata={"help": "tile edge in working pixels"})
+    overlap: float | None = field(default=None, metadata={"help": "fraction of a tile shared with its neighbour; default: the least with which every pixel is read with the network's whole reach around it, as one pass over the whole image reads it (2 x 56 px / tile for the bundled networks: 0.175 at 640 px, 0.4375 at 256 px)"})
+    batch_size: int = field(default=2, metadata={"help": "tiles per forward pass"})
     threshold: float | None = field(default=None, metadata={"help": "MC probability threshold; default: the weights' operating point"})
     cluster_anchor: bool = field(default=True, metadata={"help": "read at the weights' calibrated anchored pair when they hold one: MCs down to its lower threshold, a fainter MC kept only inside a cluster whose brightest MC reaches its anchor"})
     anchor_threshold: float | None = field(default=None, metadata={"help": "probability a cluster's brightest MC must reach for fainter MCs in it to count (only when above the threshold in use); default: the weights' calibrated anchor"})
@@ -53,7 +53,7 @@ class InferenceConfig(StepConfig):
             raise InputError("--regime", f"unknown regime {self.regime!r}; choose from auto, {', '.join(REGIMES)}")
         if self.tile < 32 or self.tile % 16:
             raise InputError("--tile", f"tile must be a multiple of 16 and at least 32 px, got {self.tile}")
-        if not 0 <= self.overlap < 0.95:
+        if self.overlap is not None and not 0 <= self.overlap < 0.95:
             raise InputError("--overlap", f"overlap must be in [0, 0.95), got {self.overlap}")
         if self.batch_size < 1:
             raise InputError("--batch-size", "batch size must be at least 1")
@@ -138,8 +138,10 @@ def segment_steps(
     predict = make_predictor(model, device, precision)
     if config.tta:
         predict = dihedral_average(predict)
-    tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=config.overlap, batch_size=config.batch_size,
-                              rim=tile_rim_px(model), align=getattr(model, "size_multiple", 1))
+    rim = tile_rim_px(model)
+    overlap = whole_image_overlap(config.tile, rim) if config.overlap is None else config.overlap
+    tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=overlap, batch_size=config.batch_size,
+                              rim=rim, align=getattr(model, "size_multiple", 1))
     logits_w = yield from _relay(tiles, "segment")
     timings["segment_s"] = time.perf_counter() - t1
 
@@ -170,7 +172,7 @@ def segment_steps(
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view,
                   "acquisition": mammo.acquisition, "acquisition_source": mammo.acquisition_source},
         "settings": config.to_dict(),
-        "run": {"regime": regime, "regime_source": regime_source, "regime_note": regime_note, "device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": precision},
+        "run": {"regime": regime, "regime_source": regime_source, "regime_note": regime_note, "device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": precision, "overlap_used": overlap},
         "refine": refine_record,
         "weights": {"name": weights.name, "path": str(weights.path), "sha256": weights.sha256, "working_pixel_size_mm": working},
         "software": _versions(),
@@ -259,6 +261,21 @@ def tile_rim_px(model) -> int:
         return 0
     multiple = getattr(model, "size_multiple", 1)
     return -(-unet_reach_px(depth) // multiple) * multiple
+
+
+def whole_image_overlap(tile: int, rim_px: int) -> float:
+    """The least tile overlap (fraction of ``tile``) with which tiles of ``tile`` px, each leaving
+    ``rim_px`` along its inner edges out of the blend, read every pixel with that rim of context on
+    all sides, as one pass over the whole image reads it: ``2 * rim_px / tile`` (0.175 for 640 px
+    tiles and the bundled networks' 56 px). Raises ``InputError`` when a tile cannot hold the rim
+    on both sides with a stride of at least 16 px left. A network whose reach is not known
+    (``rim_px`` 0) gets 0.25, the usual overlap of Gaussian blending.
+    """
+    if rim_px == 0:
+        return 0.25
+    if tile - 2 * rim_px < 16:
+        raise InputError("--tile", f"tiles of {tile} px cannot hold the network's reach ({rim_px} px) on both sides; use at least {2 * rim_px + 16} px, or give --overlap")
+    return 2 * rim_px / tile
 
 
 def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:

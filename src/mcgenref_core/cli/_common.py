@@ -97,9 +97,11 @@ def add_segment_options(p: argparse.ArgumentParser, format_default: str | None =
 
     p.add_argument("--weights", metavar="PATH", help="weights file or bundled name (default: the bundled segmentor of --regime)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="compute device (default auto)")
-    p.add_argument("--tile", type=int, metavar="PX", help="tile edge in working pixels (default 256)")
-    p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default 0.25)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="tiles per forward pass (default 8)")
+    defaults = InferenceConfig()
+    p.add_argument("--tile", type=int, metavar="PX", help=f"tile edge in working pixels (default {defaults.tile})")
+    p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default: the least that reads as one pass over the whole image, "
+                   "2 x the network's 56 px reach / tile)")
+    p.add_argument("--batch-size", type=int, metavar="N", help=f"tiles per forward pass (default {defaults.batch_size})")
     p.add_argument("--threshold", type=float, metavar="P", help="MC probability threshold (default: the weights' operating point)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
     p.add_argument("--min-area-mm2", type=float, metavar="MM2", help="drop MCs smaller than this")
