@@ -16,7 +16,9 @@ Pairs as ``segmentor_quality.py`` draws them (default ``SynthesisConfig``, no ne
 256 patches on the regime's validation normals: film 128² at 0.2 mm, digital 256² at 0.07 mm;
 ``--pair-seed`` draws another set), read at the weights' operating threshold, or with
 ``--fp-per-cm2 R`` at the lowest threshold of the FROC grid whose false positives on these pairs
-stay at or under R per cm² (the FROC reading of ``docs/results.md``). MCs matched one to one as everywhere (0.35 mm or IoU 0.3).
+stay at or under R per cm² (the FROC reading of ``docs/results.md``), or with ``--choose-on-seed S``
+at the threshold that rule picks on the pairs of seed S (validation pairs: the threshold is chosen
+on other pairs than those it is measured on). MCs matched one to one as everywhere (0.35 mm or IoU 0.3).
 
 Beside each group's sensitivity it gives what two ideal observers would reach, both knowing every
 MC's blurred signal exactly, testing every pixel and held to the same false positives per cm²
@@ -321,6 +323,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pair-seed", type=int, default=2024, help="seed of the pairs (2024: the pairs of docs/results.md)")
     ap.add_argument("--backgrounds", choices=("val", "train"), default="val",
                     help="draw into the validation normals (default) or the training backgrounds (tissue the model has seen)")
+    ap.add_argument("--choose-on-seed", type=int, metavar="SEED",
+                    help="read at the FROC threshold with at most --fp-per-cm2 (default 1) FP/cm2 on the pairs of this seed "
+                         "(validation pairs), not on the pairs measured")
     ap.add_argument("--tta", action="store_true", help="maps averaged over flips and turns (segment --tta), read at the TTA threshold")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                     help="the network's arithmetic (auto: as segment, bf16 on a CPU with bf16 in hardware; docs/training.md's tables are fp32)")
@@ -339,7 +344,15 @@ def main(argv=None) -> int:
     images = np.stack([p.image for p in pairs])
     pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta, precision=args.precision)
     area_cm2 = len(pairs) * (patch * px / 10) ** 2
-    if args.fp_per_cm2 is None:
+    if args.choose_on_seed is not None:
+        if args.choose_on_seed == args.pair_seed:
+            ap.error("--choose-on-seed must differ from --pair-seed: the threshold is chosen on other pairs than those measured")
+        rate = 1.0 if args.fp_per_cm2 is None else args.fp_per_cm2
+        chosen_on, _, _ = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, args.choose_on_seed, args.backgrounds)
+        chosen_pred = segmentor_quality.segmentor_probabilities(np.stack([p.image for p in chosen_on]), weights, tta=args.tta, precision=args.precision)
+        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, area_cm2, rate)
+        how = f"the lowest FROC-grid threshold with <= {rate:g} FP/cm2 on the {len(chosen_on)} pairs of seed {args.choose_on_seed}"
+    elif args.fp_per_cm2 is None:
         threshold, how = float(pred["threshold"]), "the weights' operating threshold" + (" with TTA" if args.tta else "")
     else:
         threshold = threshold_for_fp_rate(pairs, pred["prob"], px, area_cm2, args.fp_per_cm2)
@@ -347,7 +360,7 @@ def main(argv=None) -> int:
     table = mc_table(pairs)
     found, fp = found_at(pairs, pred["prob"], threshold, px)
     # the noise-limited observer is held to the false-positive rate the segmentor ran at here
-    bound_rate = args.fp_per_cm2 if args.fp_per_cm2 is not None else max(fp / area_cm2, 1e-3)
+    bound_rate = args.fp_per_cm2 if args.fp_per_cm2 is not None and args.choose_on_seed is None else max(fp / area_cm2, 1e-3)
     observers = {"noise_limited": detection_chance(table["matched_snr"], bound_rate, px),
                  "texture_limited": detection_chance(table["texture_snr"], bound_rate, px)}
     kinds = miss_kinds(pairs, pred["prob"], threshold, px)

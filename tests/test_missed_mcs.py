@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from .conftest import SHARED_DATA, load_benchmark, needs_shared_data
 
@@ -134,3 +135,19 @@ def test_texture_limited_snr_equals_the_white_noise_one_on_white_noise():
     # white noise of four times the power halves it
     pair.background = rng.normal(0, 1.0, (128, 128)).astype(np.float32)
     assert abs(missed.texture_limited_snr(pair)[0] / white - 0.5) < 0.06
+
+
+@needs_shared_data
+def test_threshold_chosen_on_other_pairs_is_their_froc_threshold(one_torch_thread, tmp_path):
+    """``--choose-on-seed S`` reads the measured pairs at the threshold that ``--fp-per-cm2`` picks
+    on the pairs of seed S, and refuses to choose on the pairs it measures."""
+    missed = load_benchmark("missed_mcs")
+    common = ["--pairs", "6", "--precision", "fp32", "--data", str(SHARED_DATA)]
+    assert missed.main([*common, "--pair-seed", "3", "--fp-per-cm2", "1", "--json", str(tmp_path / "own.json")]) == 0
+    assert missed.main([*common, "--pair-seed", "4", "--choose-on-seed", "3", "--json", str(tmp_path / "other.json")]) == 0
+    own = json.loads((tmp_path / "own.json").read_text())
+    other = json.loads((tmp_path / "other.json").read_text())
+    assert other["threshold"] == own["threshold"] and "seed 3" in other["threshold_rule"]
+    assert own["pair_seed"] == 3 and other["pair_seed"] == 4 and own["fp_per_cm2"] <= 1
+    with pytest.raises(SystemExit):
+        missed.main([*common, "--pair-seed", "3", "--choose-on-seed", "3"])
