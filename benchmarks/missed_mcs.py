@@ -350,7 +350,7 @@ def main(argv=None) -> int:
         rate = 1.0 if args.fp_per_cm2 is None else args.fp_per_cm2
         chosen_on, _, _ = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, args.choose_on_seed, args.backgrounds)
         chosen_pred = segmentor_quality.segmentor_probabilities(np.stack([p.image for p in chosen_on]), weights, tta=args.tta, precision=args.precision)
-        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, area_cm2, rate)
+        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, len(chosen_on) * (patch * px / 10) ** 2, rate)
         how = f"the lowest FROC-grid threshold with <= {rate:g} FP/cm2 on the {len(chosen_on)} pairs of seed {args.choose_on_seed}"
     elif args.fp_per_cm2 is None:
         threshold, how = float(pred["threshold"]), "the weights' operating threshold" + (" with TTA" if args.tta else "")
