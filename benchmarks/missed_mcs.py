@@ -338,19 +338,22 @@ def main(argv=None) -> int:
     from mcgenref_core.device import resolve_precision
     from mcgenref_core.models.weights import resolve_weights
 
+    if args.choose_on_seed is not None and args.choose_on_seed == args.pair_seed:
+        ap.error("--choose-on-seed must differ from --pair-seed: the threshold is chosen on other pairs than those measured")
     patch = PATCH_PX[args.regime]
-    pairs, files, px = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, args.pair_seed, args.backgrounds)
-    weights = resolve_weights(args.weights, "segmentor", px)
-    images = np.stack([p.image for p in pairs])
-    pred = segmentor_quality.segmentor_probabilities(images, weights, tta=args.tta, precision=args.precision)
-    area_cm2 = len(pairs) * (patch * px / 10) ** 2
+
+    def read_pairs(seed: int):
+        """(pairs, files, pixel size, weights, prediction, area in cm²) of the pairs of ``seed``."""
+        pairs, files, px = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, seed, args.backgrounds)
+        weights = resolve_weights(args.weights, "segmentor", px)
+        pred = segmentor_quality.segmentor_probabilities(np.stack([p.image for p in pairs]), weights, tta=args.tta, precision=args.precision)
+        return pairs, files, px, weights, pred, len(pairs) * (patch * px / 10) ** 2
+
+    pairs, files, px, weights, pred, area_cm2 = read_pairs(args.pair_seed)
     if args.choose_on_seed is not None:
-        if args.choose_on_seed == args.pair_seed:
-            ap.error("--choose-on-seed must differ from --pair-seed: the threshold is chosen on other pairs than those measured")
         rate = 1.0 if args.fp_per_cm2 is None else args.fp_per_cm2
-        chosen_on, _, _ = segmentor_quality.draw_pairs(args.regime, args.data, args.pairs, patch, args.choose_on_seed, args.backgrounds)
-        chosen_pred = segmentor_quality.segmentor_probabilities(np.stack([p.image for p in chosen_on]), weights, tta=args.tta, precision=args.precision)
-        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, len(chosen_on) * (patch * px / 10) ** 2, rate)
+        chosen_on, _, _, _, chosen_pred, chosen_cm2 = read_pairs(args.choose_on_seed)
+        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, chosen_cm2, rate)
         how = f"the lowest FROC-grid threshold with <= {rate:g} FP/cm2 on the {len(chosen_on)} pairs of seed {args.choose_on_seed}"
     elif args.fp_per_cm2 is None:
         threshold, how = float(pred["threshold"]), "the weights' operating threshold" + (" with TTA" if args.tta else "")

@@ -54,16 +54,17 @@ NYU_IMAGES = (
 
 # --- measuring ------------------------------------------------------------------------------
 
-def tiling_settings() -> str:
-    """``segment``'s default tiling in words: tile, overlap (with the rim it follows from) and batch."""
+def default_tiling() -> dict:
+    """``segment``'s default tiling of the bundled digital segmentor: tile and stride (px), overlap,
+    the rim of the network's reach it follows from (px), batch."""
     from mcgenref_core.models.weights import resolve_weights
-    from mcgenref_core.segment import InferenceConfig, tile_rim_px, whole_image_overlap
+    from mcgenref_core.segment import InferenceConfig, tile_overlap, tile_rim_px
 
     config = InferenceConfig()
-    rim = tile_rim_px(resolve_weights(None, "segmentor", 0.07).build_model())
-    overlap = whole_image_overlap(config.tile, rim) if config.overlap is None else config.overlap
-    return (f"tile {config.tile}, overlap {overlap:g} (twice the {rim} px rim of the network's reach that tiles leave out of the blend: "
-            f"every pixel is read as one pass over the whole image reads it), batch {config.batch_size}")
+    model = resolve_weights(None, "segmentor", 0.07).build_model()
+    overlap = tile_overlap(config, model)
+    return {"tile": config.tile, "overlap": overlap, "stride": round(config.tile * (1 - overlap)), "rim": tile_rim_px(model),
+            "batch": config.batch_size}
 
 
 def evaluate_patches(pairs: dict, prob: np.ndarray, threshold: float, config) -> dict:
@@ -662,7 +663,10 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         load = f"load average {timing['load_before'][0]:.1f} before, {timing['load_after'][0]:.1f} after"
         add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
         precision = timing["precision"]
-        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, {tiling_settings()}." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our predictor, in the precision of the row, inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
+        tiling = default_tiling()
+        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, tile {tiling['tile']}, overlap {tiling['overlap']:g} "
+            f"(twice the {tiling['rim']} px rim of the network's reach that tiles leave out of the blend: every pixel is read as one pass "
+            f"over the whole image reads it), batch {tiling['batch']}." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our predictor, in the precision of the row, inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
         add("")
         if timing["monai"]:
             add("| image | precision | `mcgenref segment` incl. start-up | engine in-process | peak memory | MONAI fp32 | MONAI, our predictor | ours vs MONAI fp32 | ours vs MONAI, our predictor |")
@@ -681,7 +685,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
             add(f"`mcgenref segment` is the median of {len(runs[0]['cli_runs_s'])} runs, each a fresh process (in order: {each}).")
             add("")
         add("The gain over MONAI comes from skipping tiles outside the breast, large tiles that overlap by no more than the network's reach")
-        add("needs (MONAI's overlap of 0.5 computes each pixel about 4 times, 640 px tiles overlapping by 0.175 about 1.5 times), and,")
+        add(f"needs (MONAI's overlap of 0.5 computes each pixel about 4 times, {tiling['tile']} px tiles overlapping by {tiling['overlap']:g} "
+            f"about {(tiling['tile'] / tiling['stride']) ** 2:.1f} times), and,")
         add("on a CPU with bf16 in hardware, bf16 autocast (about twice as fast as fp32 there; not bit-identical to it, `--precision fp32`")
         add("gives the full-precision result). `--precision auto` picks fp32 on a CPU without it (AVX2 only), where bf16 is emulated and")
         add("several times slower (`python benchmarks/inference.py --precision bf16` measures it). Weights may name the precision their")

@@ -138,10 +138,9 @@ def segment_steps(
     predict = make_predictor(model, device, precision)
     if config.tta:
         predict = dihedral_average(predict)
-    rim = tile_rim_px(model)
-    overlap = whole_image_overlap(config.tile, rim) if config.overlap is None else config.overlap
+    overlap = tile_overlap(config, model)
     tiles = iter_tiled_logits(predict, norm_w, breast_w, tile=config.tile, overlap=overlap, batch_size=config.batch_size,
-                              rim=rim, align=getattr(model, "size_multiple", 1))
+                              rim=tile_rim_px(model), align=getattr(model, "size_multiple", 1))
     logits_w = yield from _relay(tiles, "segment")
     timings["segment_s"] = time.perf_counter() - t1
 
@@ -276,6 +275,14 @@ def whole_image_overlap(tile: int, rim_px: int) -> float:
     if tile - 2 * rim_px < 16:
         raise InputError("--tile", f"tiles of {tile} px cannot hold the network's reach ({rim_px} px) on both sides; use at least {2 * rim_px + 16} px, or give --overlap")
     return 2 * rim_px / tile
+
+
+def tile_overlap(config: InferenceConfig, model) -> float:
+    """The overlap ``segment`` reads ``model`` with: ``config.overlap`` when given, else
+    :func:`whole_image_overlap` of ``config.tile`` and the model's rim (:func:`tile_rim_px`)."""
+    if config.overlap is not None:
+        return config.overlap
+    return whole_image_overlap(config.tile, tile_rim_px(model))
 
 
 def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:

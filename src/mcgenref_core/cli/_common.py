@@ -100,7 +100,7 @@ def add_segment_options(p: argparse.ArgumentParser, format_default: str | None =
     defaults = InferenceConfig()
     p.add_argument("--tile", type=int, metavar="PX", help=f"tile edge in working pixels (default {defaults.tile})")
     p.add_argument("--overlap", type=float, metavar="F", help="tile overlap fraction (default: the least that reads as one pass over the whole image, "
-                   "2 x the network's reach / tile: 0.175 at 640 px for the bundled networks' 56 px)")
+                   "2 x the network's reach / tile)")
     p.add_argument("--batch-size", type=int, metavar="N", help=f"tiles per forward pass (default {defaults.batch_size})")
     p.add_argument("--threshold", type=float, metavar="P", help="MC probability threshold (default: the weights' operating point)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="autocast precision (default auto)")
