@@ -107,7 +107,38 @@ def synthetic_section(regime: str, data: Path, n: int, patch: int, config) -> di
 
     observers = missed_mcs.ideal_observer_sensitivity(pairs["drawn"], pairs["pixel_size_mm"], 1.0)
     return {"legacy": legacy, "segmentor": seg, "baseline": base, "pairs": pairs, "baseline_prob": base_prob, "tta": tta,
-            "observers_at_1_fp_per_cm2": observers, "seconds": time.perf_counter() - start}
+            "observers_at_1_fp_per_cm2": observers, "calibration": calibration_summary(pairs["weights"].metadata),
+            "seconds": time.perf_counter() - start}
+
+
+def calibration_summary(metadata: dict) -> dict:
+    """The plain and TTA calibration entries of a segmentor's ``metadata`` without their tables:
+    the normals, the chosen row, the validation pairs (digital) and the precision."""
+    keep = ("normals", "chosen", "validation_pairs", "precision")
+    return {key: {k: metadata[key].get(k) for k in keep} for key in ("calibration", "calibration_tta") if key in metadata}
+
+
+def operating_point_lines(calibration: dict) -> list[str]:
+    """Where the digital thresholds come from, in words: the calibration entries of the weights'
+    metadata (``calibration`` and ``calibration_tta``, as :func:`synthetic_section` keeps them);
+    no lines when they were not chosen on validation pairs."""
+    plain, tta = calibration.get("calibration"), calibration.get("calibration_tta")
+    if not plain or not plain.get("validation_pairs"):
+        return []
+    pairs = plain["validation_pairs"]
+
+    def point(entry: dict) -> str:
+        c = entry["chosen"]
+        return f"logit {c['logit']:g}, {c['pair_fp_per_cm2']:.2f} false MCs per cm² and {c['pair_mc_sensitivity']:.3f} of their MCs found"
+
+    lines = [f"  Both thresholds were chosen on validation data (`mcgenref train calibrate [--tta]`, {plain.get('precision')}): the lowest of the logit grid with at most",
+             f"  1 false MC per cm² on the validation normal ({', '.join(plain['normals'])}) and on {pairs['pairs']} validation pairs of seed {pairs['seed']} drawn into it",
+             f"  ({pairs['mcs']} MCs; not these pairs): plain {point(plain)}" + (f"; with TTA {point(tta)}." if tta and tta.get("validation_pairs") else ".")]
+    if tta and tta.get("validation_pairs"):
+        c = tta["chosen"]
+        lines.append(f"  At the TTA threshold the validation normal shows {c['fp_clusters_per_image']:g} false cluster(s) and {c['fp_components_per_cm2']:.2f} false MCs per cm²:"
+                     " the digital calibration holds false MCs, the unit of the target, and records false clusters without a limit.")
+    return lines
 
 
 def mias_section(data: Path, work: Path, config, max_images: int | None) -> dict:
@@ -510,7 +541,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
     add("Pairs are drawn with the default `SynthesisConfig` (every morphology, no negatives, seed 2024); the segmentor rows are")
     add("`segmentor_quality.synthetic_scores`; \"+ TTA\" averages the logits over the 8 flips and quarter turns of each patch")
     add("(`mcgenref segment --tta`) and reads them at the weights' TTA threshold (`mcgenref train calibrate --tta`, the same")
-    add("validation normals and limits). About half of the inserted MCs peak under 5 sigmas of the local noise")
+    add("validation normals and limits; for digital also validation pairs of another seed, see \"Against the targets\"). About half of the inserted MCs peak under 5 sigmas of the local noise")
     add("(`docs/synthesis.md`); at 0.2 mm most are smaller than a pixel, which is why MC-level sensitivity on film is low while")
     add("real clusters are found (next section). These MC-level rows read the weights' single operating threshold; `segment` reads")
     add("film at the anchored pair (next section), a cluster-level reading.")
@@ -638,6 +669,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add(f"- Digital synthetic pairs: MC-level sensitivity {op['mc_sensitivity']:.2f} at {op['fp_per_cm2']:.2f} FP/cm², against the target of 0.8 at ≤ 1 FP/cm².")
         tta = fs["tta"]["at_operating_point"]
         add(f"  With test-time augmentation (`segment --tta`, its own calibrated threshold): {tta['mc_sensitivity']:.2f} at {tta['fp_per_cm2']:.2f} FP/cm².")
+        for line in operating_point_lines(fs.get("calibration", {})):
+            add(line)
         obs = fs.get("observers_at_1_fp_per_cm2")
         if obs:
             add(f"  An ideal observer that knows every MC's signal and sees the tissue as Gaussian texture finds {obs['texture_limited']:.2f} of these MCs")
@@ -664,7 +697,7 @@ def render_markdown(results: dict, minutes: float | None) -> str:
         add(f"`benchmarks/inference.py`'s measurements, each in a fresh process ({load}; the machine was shared, so times are upper bounds),")
         precision = timing["precision"]
         tiling = default_tiling()
-        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, tile {tiling['tile']}, overlap {tiling['overlap']:g} "
+        add(f"2 torch threads, `--precision auto` on this CPU ({precision}) + channels_last, batch norm folded into the convolutions, tile {tiling['tile']}, overlap {tiling['overlap']:g} "
             f"(twice the {tiling['rim']} px rim of the network's reach that tiles leave out of the blend: every pixel is read as one pass "
             f"over the whole image reads it), batch {tiling['batch']}." + (" MONAI's `sliding_window_inference` runs the same model on the same normalised image (overlap 0.5, Gaussian blending, the same ROI and batch): in fp32 as it does by default, and with our predictor, in the precision of the row, inside its loop." if timing["monai"] else " MONAI is not installed here, so the comparison columns are not measured (`pip install monai`)."))
         add("")
@@ -686,7 +719,8 @@ def render_markdown(results: dict, minutes: float | None) -> str:
             add("")
         add("The gain over MONAI comes from skipping tiles outside the breast, large tiles that overlap by no more than the network's reach")
         add(f"needs (MONAI's overlap of 0.5 computes each pixel about 4 times, {tiling['tile']} px tiles overlapping by {tiling['overlap']:g} "
-            f"about {(tiling['tile'] / tiling['stride']) ** 2:.1f} times), and,")
+            f"about {(tiling['tile'] / tiling['stride']) ** 2:.1f} times), batch norm folded into the convolutions (`device.fold_batchnorm`: "
+            "about a fifth less network time, the same logits up to float rounding; MONAI running our predictor gets it too), and,")
         add("on a CPU with bf16 in hardware, bf16 autocast (about twice as fast as fp32 there; not bit-identical to it, `--precision fp32`")
         add("gives the full-precision result). `--precision auto` picks fp32 on a CPU without it (AVX2 only), where bf16 is emulated and")
         add("several times slower (`python benchmarks/inference.py --precision bf16` measures it). Weights may name the precision their")
@@ -790,6 +824,7 @@ def to_json(results: dict) -> dict:
            "minutes": results.get("minutes"), "cpu_minutes": results.get("cpu_minutes"), "load_average_at_end": results.get("load_average")}
     out["synthetic"] = {k: {"segmentor_legacy": s["legacy"], "segmentor": s["segmentor"]["report"], "baseline": s["baseline"]["report"],
                             "segmentor_tta": s["tta"], "observers_at_1_fp_per_cm2": s.get("observers_at_1_fp_per_cm2"),
+                            "operating_points": s.get("calibration"),
                             "seconds": s["seconds"]} for k, s in results["synthetic"].items()}
     m = results["mias"]
     out["mias_dev"] = {"segmentor_legacy": m["legacy"], "segmentor": m["segmentor"].to_dict(), "baseline": m["baseline"].to_dict(),

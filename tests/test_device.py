@@ -57,3 +57,31 @@ def test_auto_follows_the_weights_precision_and_an_explicit_choice_wins(monkeypa
     assert device.resolve_precision("cpu", "bf16", "fp32") == "bf16"
     assert device.resolve_precision("cpu", "auto", None) == "bf16"
     assert device.resolve_precision("cpu", "auto", "fp64") == "bf16"
+
+
+def test_the_predictor_folds_batch_norm_into_the_convolutions_and_reads_the_same_mcs():
+    """``make_predictor`` runs a copy of the network with each batch norm folded into the
+    convolution before it: the same logits up to float rounding and the same MC pixels at the
+    operating threshold on a real film image, while the model handed in keeps its batch norms."""
+    import numpy as np
+
+    from mcgenref_core.intensity import robust_normalize
+    from mcgenref_core.io import read_mammogram
+    from mcgenref_core.models.weights import resolve_weights
+    from mcgenref_core.samples import sample_path
+
+    weights = resolve_weights(None, "segmentor", 0.2)
+    model = weights.build_model().train()
+    image = read_mammogram(sample_path("mdb209")).to_numpy().astype(np.float32)
+    patch = robust_normalize(image, image > image.min())[384:640, 384:640][None]
+    folded = device.fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) and not folded.training
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 2 * (2 * model.depth - 1) and model.training
+    reference = model.eval()
+    with torch.inference_mode():
+        plain = reference(torch.from_numpy(patch)[:, None])[:, 0].numpy()
+    logits = device.make_predictor(model, "cpu", "fp32")(patch)
+    assert np.abs(logits - plain).max() < 1e-3 * max(1.0, np.abs(plain).max())
+    logit = np.log(weights.metadata["operating_threshold"] / (1 - weights.metadata["operating_threshold"]))
+    assert (plain >= logit).sum() > 0
+    assert np.array_equal(logits >= logit, plain >= logit)

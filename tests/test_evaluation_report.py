@@ -73,3 +73,20 @@ def test_recorded_pair_seeds_pool_counts_not_rates():
     assert pooled["mcs"] == sum(s["base segmentor"]["true_mcs"] for s in seeds.values())
     assert pooled["recall"]["TT-GPR, evidence surrogate"] == pytest.approx(found / pooled["mcs"])
     assert min(r["gain"] for r in rows[:-1]) <= pooled["gain"] <= max(r["gain"] for r in rows[:-1])
+
+
+def test_the_digital_operating_points_are_described_from_the_weights():
+    """The results page says where the bundled digital thresholds come from (validation normal
+    and validation pairs), with the logits and pair figures the weights' calibration recorded."""
+    from mcgenref_core.models.weights import resolve_weights
+
+    report = load_benchmark("report")
+    meta = resolve_weights(None, "segmentor", 0.07).metadata
+    text = "\n".join(report.operating_point_lines(report.calibration_summary(meta)))
+    plain, tta = meta["calibration"]["chosen"], meta["calibration_tta"]["chosen"]
+    assert "on 256 validation pairs of seed 5 drawn into it" in text and "(gmic-0_L-CC)" in text
+    assert f"plain logit {plain['logit']:g}, {plain['pair_fp_per_cm2']:.2f} false MCs per cm²" in text
+    assert f"with TTA logit {tta['logit']:g}, {tta['pair_fp_per_cm2']:.2f} false MCs per cm²" in text
+    assert f"shows {tta['fp_clusters_per_image']:g} false cluster(s)" in text
+    film = resolve_weights(None, "segmentor", 0.2).metadata  # chosen on normals alone: nothing to say
+    assert report.operating_point_lines(report.calibration_summary(film)) == []

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from mcgenref_core.calibrate import PAIR_LIMIT
 from mcgenref_core.cli import main
 from mcgenref_core.device import resolve_precision
 from mcgenref_core.errors import InputError
@@ -34,8 +35,17 @@ def test_bundled_registry_has_a_default_per_regime():
         assert w.sha256 == reg[name]["sha256"]
         chosen = w.metadata["calibration"]["chosen"]
         assert chosen["met"] and w.metadata["operating_threshold"] == chosen["threshold"] == reg[name]["operating_threshold"]
-        assert 0.0 < chosen["threshold"] < 1.0 and chosen["fp_clusters_per_image"] <= 0.5
+        assert 0.0 < chosen["threshold"] < 1.0 and all(chosen[key] <= limit for key, limit in chosen["limits"].items())
         assert "hardware" in w.metadata["training"] and w.metadata["training"]["train_seconds"] > 0
+    film_limits = resolve_weights(film).metadata["calibration"]["chosen"]["limits"]
+    assert film_limits == {"fp_clusters_per_image": 0.5}
+    # the digital target is MC-level on synthetic pairs: both digital thresholds hold 1 false MC
+    # per cm² on the validation normal and on validation pairs of a seed the results never measure
+    for key in ("calibration", "calibration_tta"):
+        entry = resolve_weights(digital).metadata[key]
+        assert entry["chosen"]["limits"] == {"fp_components_per_cm2": 1.0, PAIR_LIMIT: 1.0}
+        assert entry["validation_pairs"]["pairs"] == 256 and entry["validation_pairs"]["seed"] not in (2024, 11, 7)
+        assert entry["normals"] == ["gmic-0_L-CC"]
 
 
 def test_odd_sized_input_keeps_shape_and_dtype(film_weights):

@@ -14,6 +14,13 @@ and on synthetic clusters drawn into them: of the pairs whose false positives on
 within the limits, the one that finds the most synthetic clusters. The single threshold is the
 pair's diagonal (anchor = threshold), so the anchored reading never finds fewer synthetic clusters
 than the single one at the same limits.
+
+The digital target is MC-level (METHOD.md section 6: sensitivity at false MCs per cm² of synthetic
+pairs), so the digital calibration also draws synthetic pairs into the validation normals, with a
+seed of their own (:data:`VALIDATION_PAIR_SEED`, not one of the evaluation seeds), matches the
+components to the MCs at every threshold, and holds the false MCs per cm² of those pairs to a
+limit too (``pair_fp_per_cm2``): the operating point is chosen on validation data in the metric
+of the target (:func:`validation_pair_response`).
 """
 
 from __future__ import annotations
@@ -47,6 +54,26 @@ class NormalResponse:
 
 #: synthetic pairs the anchored calibration draws into the normals (count, patch edge in working px, seed)
 ANCHOR_SYNTHETIC_PAIRS, ANCHOR_SYNTHETIC_PATCH_PX, ANCHOR_SYNTHETIC_SEED = 256, 256, 7
+
+#: validation pairs whose false MCs per cm² the digital calibration holds to a limit: count,
+#: patch edge in working px, seed (the evaluation pairs of ``docs/results.md`` use seeds 2024, 11 and 7)
+VALIDATION_PAIRS, VALIDATION_PAIR_PATCH_PX, VALIDATION_PAIR_SEED = 256, 256, 5
+
+#: the limit key of false MCs per cm² on the validation pairs
+PAIR_LIMIT = "pair_fp_per_cm2"
+
+
+@dataclass
+class PairResponse:
+    """MCs found and false components on synthetic validation pairs at every threshold of :data:`LOGIT_GRID`."""
+
+    pairs: int
+    patch_px: int
+    seed: int
+    area_cm2: float  # the pairs' whole area
+    mcs: int  # true MCs drawn
+    found: np.ndarray  # (len(LOGIT_GRID),) int, true MCs matched one to one at each threshold
+    false: np.ndarray  # (len(LOGIT_GRID),) int, components matched to no MC at each threshold
 
 
 def grid_probabilities() -> np.ndarray:
@@ -169,12 +196,93 @@ def normal_responses(
     return responses
 
 
-def false_positive_table(responses: list[NormalResponse]) -> list[dict[str, float]]:
-    """For each logit on :data:`LOGIT_GRID`: FP components per cm² and FP clusters per image."""
+def _pairs_and_predictor(weights, normals: Sequence[str | os.PathLike], pixel_size_mm: float | None, device: str, tta: bool, patch_px: int):
+    """A generator of synthetic pairs drawn into ``normals`` (default synthesis at the weights'
+    working pixel size, every patch positive, ``patch_px`` working pixels) and the segmentor's
+    patch predictor (averaged over the flips and turns with ``tta``), in the precision
+    ``segment`` would use on ``device``."""
+    from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
+    from .synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
+
+    spacing = weights.working_pixel_size_mm
+    sampler = BackgroundSampler([str(p) for p in normals], spacing, pixel_size_mm=pixel_size_mm, split="all")
+    generator = SyntheticPairGenerator(SynthesisConfig(patch_px=patch_px, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
+    device = resolve_device(device)
+    predict = make_predictor(weights.build_model(), device, resolve_precision(device, "auto", weights.auto_precision))
+    return generator, dihedral_average(predict) if tta else predict
+
+
+def pair_mc_counts(prob: np.ndarray, mask: np.ndarray, pixel_size_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """True MCs found and false components on one synthetic pair at every grid threshold.
+
+    ``prob`` (P, P) float32 probabilities; ``mask`` (P, P) integer MC ids (0 background). The
+    components at each threshold (no area limits) are matched one to one to the MCs
+    (``evaluation.mc.match_sets``: within 0.35 mm or IoU 0.3), as ``benchmarks/missed_mcs.py``
+    reads the evaluation pairs. Returns two (len(LOGIT_GRID),) int arrays: found, false.
+    """
+    from .evaluation.mc import Instances, match_sets
+    from .postprocess import label_mcs
+
+    truth = Instances.of(mask.astype(np.int64))
+    found = np.zeros(len(LOGIT_GRID), np.int64)
+    false = np.zeros(len(LOGIT_GRID), np.int64)
+    for i, threshold in enumerate(grid_probabilities()):
+        labels = label_mcs(prob, float(threshold), 0.0, pixel_size_mm, None)
+        if not labels.any():
+            break  # higher thresholds find nothing either
+        m = match_sets(Instances.of(labels), truth, pixel_size_mm)
+        found[i], false[i] = m.tp, m.fp
+    return found, false
+
+
+def validation_pair_response(
+    weights,
+    normals: Sequence[str | os.PathLike],
+    pixel_size_mm: float | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    n: int = VALIDATION_PAIRS,
+    patch_px: int = VALIDATION_PAIR_PATCH_PX,
+    seed: int = VALIDATION_PAIR_SEED,
+) -> Generator[int, None, PairResponse]:
+    """MC-level reading of ``n`` synthetic validation pairs at every grid threshold.
+
+    Draws ``n`` pairs (default synthesis at the weights' working pixel size, every patch
+    positive, ``patch_px`` working pixels, ``numpy`` seed ``seed``, one ``batch_pairs`` draw: the
+    pairs ``benchmarks/missed_mcs.py --pair-seed SEED`` reads) into ``normals``, runs the
+    segmentor on them (averaged over the flips and turns with ``tta``) and counts per threshold
+    the MCs found and the false components (:func:`pair_mc_counts`). Yields the pairs done.
+    """
+    if n < 1:
+        raise InputError("--validation-pairs", f"need at least one validation pair, got {n}")
+    spacing = weights.working_pixel_size_mm
+    generator, predict = _pairs_and_predictor(weights, normals, pixel_size_mm, device, tta, patch_px)
+    pairs = generator.batch_pairs(n, np.random.default_rng(seed))
+    found = np.zeros(len(LOGIT_GRID), np.int64)
+    false = np.zeros(len(LOGIT_GRID), np.int64)
+    mcs = 0
+    for start in range(0, n, 16):
+        chunk = pairs[start : start + 16]
+        logits = predict(np.stack([p.image for p in chunk]).astype(np.float32))
+        prob = (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
+        for pr, pair in zip(prob, chunk):
+            f, k = pair_mc_counts(pr, pair.mask, spacing)
+            found += f
+            false += k
+            mcs += len(pair.info["mcs"]["id"])  # an MC hidden under another counts as missed
+        yield start + len(chunk)
+    area = n * (patch_px * spacing / 10.0) ** 2
+    return PairResponse(n, patch_px, seed, area, mcs, found, false)
+
+
+def false_positive_table(responses: list[NormalResponse], pairs: PairResponse | None = None) -> list[dict[str, float]]:
+    """For each logit on :data:`LOGIT_GRID`: FP components per cm² and FP clusters per image on
+    the normals; with ``pairs`` also the false MCs per cm² of the validation pairs
+    (``pair_fp_per_cm2``) and the share of their MCs found (``pair_mc_sensitivity``)."""
     total_cm2 = sum(r.breast_cm2 for r in responses)
     comps = np.sum([r.components for r in responses], axis=0)
     clusters = np.sum([r.clusters for r in responses], axis=0)
-    return [
+    table = [
         {
             "logit": float(t),
             "threshold": float(1 / (1 + np.exp(-t))),
@@ -183,6 +291,11 @@ def false_positive_table(responses: list[NormalResponse]) -> list[dict[str, floa
         }
         for t, c, k in zip(LOGIT_GRID, comps, clusters)
     ]
+    if pairs is not None:
+        for row, found, false in zip(table, pairs.found, pairs.false):
+            row[PAIR_LIMIT] = float(false) / max(pairs.area_cm2, 1e-9)
+            row["pair_mc_sensitivity"] = float(found) / max(pairs.mcs, 1)
+    return table
 
 
 def choose_threshold(table: list[dict[str, float]], limits: dict[str, float]) -> dict[str, float]:
@@ -198,14 +311,23 @@ def choose_threshold(table: list[dict[str, float]], limits: dict[str, float]) ->
     return {**table[-1], "limits": dict(limits), "met": False}
 
 
-def calibration_metadata(responses: list[NormalResponse], limits: dict[str, float], suffix: str = "") -> dict:
+def calibration_metadata(responses: list[NormalResponse], limits: dict[str, float], suffix: str = "", pairs: PairResponse | None = None) -> dict:
     """The ``operating_threshold`` and ``calibration`` entries of a segmentor's metadata:
-    the threshold chosen by :func:`choose_threshold` on the responses' false-positive table.
-    ``suffix`` (``"_tta"``) names the entries of a calibration made with test-time augmentation."""
-    table = false_positive_table(responses)
+    the threshold chosen by :func:`choose_threshold` on the responses' false-positive table
+    (with ``pairs``, the validation pairs' rates beside them, and what the pairs were).
+    ``suffix`` (``"_tta"``) names the entries of a calibration made with test-time augmentation.
+    A ``pair_fp_per_cm2`` limit needs ``pairs``."""
+    if PAIR_LIMIT in limits and pairs is None:
+        raise InputError("--validation-pairs", f"the limit {PAIR_LIMIT} needs validation pairs; none were drawn")
+    table = false_positive_table(responses, pairs)
     chosen = choose_threshold(table, limits)
-    return {f"operating_threshold{suffix}": chosen["threshold"],
-            f"calibration{suffix}": {"normals": [r.name for r in responses], "chosen": chosen, "table": table}}
+    entry = {"normals": [r.name for r in responses], "chosen": chosen, "table": table}
+    if pairs is not None:
+        entry["validation_pairs"] = {"pairs": pairs.pairs, "patch_px": pairs.patch_px, "seed": pairs.seed, "mcs": pairs.mcs,
+                                     "area_cm2": round(pairs.area_cm2, 3),
+                                     "synthesis": "SynthesisConfig defaults at the working pixel size, every patch positive, drawn into the normals",
+                                     "matching": "components at each threshold, no area limits, matched one to one (0.35 mm or IoU 0.3)"}
+    return {f"operating_threshold{suffix}": chosen["threshold"], f"calibration{suffix}": entry}
 
 
 def synthetic_cluster_hits(
@@ -226,20 +348,13 @@ def synthetic_cluster_hits(
     found (:func:`anchored_cluster_hits`). Yields the count of pairs done; returns the (L, L)
     int counts and the number of true clusters.
     """
-    from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
     from .evaluation.clusters import truth_cluster_circles
     from .evaluation.mc import label_centroids
     from .metrics import component_labels
     from .segment import InferenceConfig
-    from .synth import BackgroundSampler, SynthesisConfig, SyntheticPairGenerator
 
     spacing = weights.working_pixel_size_mm
-    sampler = BackgroundSampler([str(p) for p in normals], spacing, pixel_size_mm=pixel_size_mm, split="all")
-    generator = SyntheticPairGenerator(SynthesisConfig(patch_px=patch_px, working_pixel_size_mm=spacing, negative_fraction=0.0), sampler)
-    device = resolve_device(device)
-    predict = make_predictor(weights.build_model(), device, resolve_precision(device, "auto", weights.auto_precision))
-    if tta:
-        predict = dihedral_average(predict)
+    generator, predict = _pairs_and_predictor(weights, normals, pixel_size_mm, device, tta, patch_px)
     config = InferenceConfig()
     rng = np.random.default_rng(seed)
     found = np.zeros((len(LOGIT_GRID), len(LOGIT_GRID)), np.int64)
@@ -257,19 +372,26 @@ def synthetic_cluster_hits(
     return found, total
 
 
-def choose_anchored_pair(fp_clusters: np.ndarray, fp_components: np.ndarray, found: np.ndarray, limits: dict[str, float]) -> tuple[int, int, bool]:
+def choose_anchored_pair(fp_clusters: np.ndarray, fp_components: np.ndarray, found: np.ndarray, limits: dict[str, float],
+                         pair_fp: np.ndarray | None = None) -> tuple[int, int, bool]:
     """Grid indices (threshold, anchor) of the anchored reading to use, and whether limits are met.
 
     ``fp_clusters`` per image and ``fp_components`` per cm² on the normals and ``found``
     synthetic clusters: (L, L) arrays indexed [threshold, anchor]. Among pairs with the anchor at
     or above the threshold that meet ``limits`` (keys as in :func:`choose_threshold`), the most
     synthetic clusters found; ties go to fewer false clusters, then the higher anchor, then the
-    higher threshold. With no pair within the limits, the highest threshold.
+    higher threshold. With no pair within the limits, the highest threshold. A
+    ``pair_fp_per_cm2`` limit applies to the threshold, on ``pair_fp`` ((L,) false MCs per cm² of
+    the validation pairs read at each single threshold: an anchor only removes components).
     """
     rates = {"fp_clusters_per_image": fp_clusters, "fp_components_per_cm2": fp_components}
+    if pair_fp is not None:
+        rates[PAIR_LIMIT] = np.repeat(np.asarray(pair_fp, float)[:, None], found.shape[0], axis=1)
     size = found.shape[0]
     ok = np.triu(np.ones((size, size), bool))
     for key, limit in limits.items():
+        if key not in rates:
+            raise InputError("--validation-pairs", f"the limit {key} needs validation pairs; none were drawn")
         ok &= rates[key] <= limit + 1e-12
     if not ok.any():
         return size - 1, size - 1, False
@@ -279,7 +401,7 @@ def choose_anchored_pair(fp_clusters: np.ndarray, fp_components: np.ndarray, fou
 
 
 def anchored_calibration_metadata(responses: list[NormalResponse], found: np.ndarray, total: int, limits: dict[str, float],
-                                  synthetic: dict, suffix: str = "") -> dict:
+                                  synthetic: dict, suffix: str = "", pairs: PairResponse | None = None) -> dict:
     """The ``anchored_threshold`` and ``calibration_anchored`` entries of a segmentor's metadata
     (``suffix`` ``"_tta"`` for a calibration with test-time augmentation): the chosen pair and
     the full grid behind it (false clusters per normal, false MCs per cm², synthetic clusters
@@ -288,9 +410,10 @@ def anchored_calibration_metadata(responses: list[NormalResponse], found: np.nda
     fp_clusters = np.sum([r.anchored_clusters for r in responses], axis=0) / max(len(responses), 1)
     fp_components = np.sum([r.anchored_components for r in responses], axis=0) / max(area, 1e-9)
     sensitivity = found / max(total, 1)
-    i, a, met = choose_anchored_pair(fp_clusters, fp_components, found, limits)
+    pair_fp = None if pairs is None else pairs.false / max(pairs.area_cm2, 1e-9)
+    i, a, met = choose_anchored_pair(fp_clusters, fp_components, found, limits, pair_fp)
     diagonal = np.eye(found.shape[0], dtype=bool)
-    j, _, single_met = choose_anchored_pair(np.where(diagonal, fp_clusters, np.inf), fp_components, found, limits)
+    j, _, single_met = choose_anchored_pair(np.where(diagonal, fp_clusters, np.inf), fp_components, found, limits, pair_fp)
     probs = grid_probabilities()
 
     def row(t: int, k: int) -> dict:
@@ -329,6 +452,8 @@ def calibrate_weights_steps(
     tta: bool = False,
     anchor: bool = False,
     synthetic_pairs: int = ANCHOR_SYNTHETIC_PAIRS,
+    validation_pairs: int = VALIDATION_PAIRS,
+    pair_seed: int = VALIDATION_PAIR_SEED,
 ) -> Generator[int, None, dict]:
     """Choose the operating threshold of the segmentor weights at ``path`` on ``normals``.
 
@@ -341,6 +466,10 @@ def calibrate_weights_steps(
     ``synthetic_pairs`` synthetic pairs drawn into them, stored as
     ``anchored_threshold[_tta]`` and ``calibration_anchored[_tta]``; it then yields the normals
     done followed by the normals plus synthetic pairs done.
+    With a ``pair_fp_per_cm2`` limit (the digital regime's), ``validation_pairs`` synthetic pairs
+    of seed ``pair_seed`` are drawn into the normals and read at every threshold as well
+    (:func:`validation_pair_response`); the threshold must hold their false MCs per cm² to that
+    limit too. Their count follows the normals' (and the anchored pairs') in what is yielded.
     Returns the chosen row (with ``anchored``: the chosen pair's row, when ``anchor``). The
     normals must be images the model never trained on: a file listed among the weights'
     training backgrounds is refused.
@@ -353,15 +482,22 @@ def calibrate_weights_steps(
         raise InputError(path, f"is {weights.kind} weights; only a segmentor has an operating threshold")
     _refuse_training_backgrounds(normals, [weights])
     responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device, tta=tta, anchored=anchor)
-    suffix = "_tta" if tta else ""
-    metadata = {**weights.metadata, **calibration_metadata(responses, limits, suffix)}
-    chosen = dict(metadata[f"calibration{suffix}"]["chosen"])
+    done = len(responses)
+    found = total = None
     if anchor:
         steps = synthetic_cluster_hits(weights, normals, pixel_size_mm, device, tta, n=synthetic_pairs)
-        found, total = yield from _offset(steps, len(responses))
+        found, total = yield from _offset(steps, done)
+        done += synthetic_pairs
+    pairs = None
+    if PAIR_LIMIT in limits:
+        pairs = yield from _offset(validation_pair_response(weights, normals, pixel_size_mm, device, tta, n=validation_pairs, seed=pair_seed), done)
+    suffix = "_tta" if tta else ""
+    metadata = {**weights.metadata, **calibration_metadata(responses, limits, suffix, pairs)}
+    chosen = dict(metadata[f"calibration{suffix}"]["chosen"])
+    if anchor:
         synthetic = {"pairs": synthetic_pairs, "patch_px": ANCHOR_SYNTHETIC_PATCH_PX, "seed": ANCHOR_SYNTHETIC_SEED,
                      "synthesis": "SynthesisConfig defaults at the working pixel size, every patch positive"}
-        metadata.update(anchored_calibration_metadata(responses, found, total, limits, synthetic, suffix))
+        metadata.update(anchored_calibration_metadata(responses, found, total, limits, synthetic, suffix, pairs))
         entry = metadata[f"calibration_anchored{suffix}"]
         chosen["anchored"] = {**entry["chosen"], "single_threshold_sensitivity": entry["single_threshold"]["synthetic_cluster_sensitivity"]}
     precision = resolve_precision(resolve_device(device), "auto", weights.auto_precision)

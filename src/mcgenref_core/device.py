@@ -89,15 +89,38 @@ def autocast_dtype(device: str, precision: str = "auto"):
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[resolve_precision(device, precision)]
 
 
+def fold_batchnorm(model):
+    """A copy of ``model`` in eval mode with each ``BatchNorm2d`` that follows a ``Conv2d`` in an
+    ``nn.Sequential`` folded into that convolution's weights and bias (the normalisation replaced
+    by ``nn.Identity``): the same function of the input up to float rounding, without a pass over
+    every feature map for the normalisation. ``model`` itself is left as it was."""
+    import copy
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, norm = module[i], module[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d) and norm.running_mean is not None:
+                module[i] = fuse_conv_bn_eval(conv, norm)
+                module[i + 1] = nn.Identity()
+    return folded
+
+
 def make_predictor(model, device: str = "cpu", precision: str = "auto") -> Callable[[np.ndarray], np.ndarray]:
     """Wrap a segmentation network as ``(N, H, W) float32 -> (N, H, W) float32 logits``.
 
-    Runs in inference mode with channels_last memory and autocast; the model is moved to
+    Runs a copy of ``model`` with its batch norms folded into the convolutions
+    (:func:`fold_batchnorm`), in inference mode with channels_last memory and autocast, moved to
     ``device`` once.
     """
     import torch
 
-    model = model.to(device).eval()
+    model = fold_batchnorm(model).to(device)
     model = model.to(memory_format=torch.channels_last)
     amp = autocast_dtype(device, precision)
 

@@ -72,7 +72,8 @@ class TrainConfig(StepConfig):
     workers: int = field(default=0, metadata={"help": "synthesis worker processes (0 = synthesise in the training process); the batches are the same either way"})
     seed: int = field(default=0, metadata={"help": "random seed (data, initialisation)"})
     calibrate: bool = field(default=True, metadata={"help": "choose the operating threshold on the validation normals after training"})
-    calibration_target: float | None = field(default=None, metadata={"help": "allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)"})
+    calibration_target: float | None = field(default=None, metadata={"help": "allowed false positives: clusters per image (film, default 0.5) or MCs per cm² (digital, default 1.0: on the validation normals and on the validation pairs)"})
+    calibration_pairs: int = field(default=256, metadata={"help": "digital: synthetic pairs (256² working px, seed 5) drawn into the validation normals; the threshold also holds their false MCs per cm² to the target, the metric of the digital target (0: normals only, then at most 0.5 false clusters per normal as well)"})
 
     def validate(self) -> None:
         if self.regime not in REGIME_PIXEL_SIZE_MM:
@@ -80,6 +81,8 @@ class TrainConfig(StepConfig):
         _check_mc_weighting(self.mc_weighting)
         if self.gap_weight < 0 or self.gap_sigma_mm <= 0:
             raise InputError("--gap-weight", f"needs gap weight >= 0 and gap sigma > 0 mm, got {self.gap_weight} and {self.gap_sigma_mm}")
+        if self.calibration_pairs < 0:
+            raise InputError("--calibration-pairs", f"needs 0 or more pairs, got {self.calibration_pairs}")
         if self.distill_tta < 0 or (self.distill_tta > 0 and not self.init_weights):
             raise InputError("--distill-tta", f"needs a weight >= 0 and, when on, --init-weights (the model whose TTA logits are the targets); got {self.distill_tta}")
 
@@ -87,13 +90,22 @@ class TrainConfig(StepConfig):
     def calibration_limits(self) -> dict[str, float]:
         """False positives allowed on the validation normals at the chosen threshold.
 
-        Film: at most ``calibration_target`` (default 0.5) false clusters per image. Digital:
-        at most ``calibration_target`` (default 1.0) false components per cm² of breast and
-        at most 0.5 false clusters per image.
+        Film (a cluster-level target on real images): at most ``calibration_target`` (default
+        0.5) false clusters per image. Digital (an MC-level target on synthetic pairs): at most
+        ``calibration_target`` (default 1.0) false MCs per cm² of breast on the normals and, with
+        ``calibration_pairs``, per cm² of the validation pairs drawn into them
+        (``calibrate.PAIR_LIMIT``); without validation pairs, at most 0.5 false clusters per
+        image instead of the pairs' limit. False clusters on the digital normals are recorded
+        either way (the calibration's table).
         """
+        from .calibrate import PAIR_LIMIT
+
         if self.regime == "film":
             return {"fp_clusters_per_image": 0.5 if self.calibration_target is None else float(self.calibration_target)}
-        return {"fp_components_per_cm2": 1.0 if self.calibration_target is None else float(self.calibration_target), "fp_clusters_per_image": 0.5}
+        rate = 1.0 if self.calibration_target is None else float(self.calibration_target)
+        if self.calibration_pairs > 0:
+            return {"fp_components_per_cm2": rate, PAIR_LIMIT: rate}
+        return {"fp_components_per_cm2": rate, "fp_clusters_per_image": 0.5}
 
     @property
     def pixel_size_mm(self) -> float:
@@ -449,25 +461,41 @@ def train_segmentor_steps(
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
     if train.calibrate:
-        from .calibrate import calibration_metadata, normal_responses
+        from .calibrate import (
+            PAIR_LIMIT,
+            calibration_metadata,
+            normal_responses,
+            validation_pair_response,
+        )
         from .models.weights import Weights
 
         model.eval()
         draft = Weights(path=out, state_dict=model.state_dict(), metadata=metadata, sha256="(in training)")
-        responses_gen = normal_responses(draft, val_files, pixel_size_mm=pixel_size_mm or (REGIME_PIXEL_SIZE_MM["digital"] if train.regime == "digital" else None), device=device)
-        while True:
-            try:
-                done = next(responses_gen)
-            except StopIteration as stop:
-                responses = stop.value
-                break
-            yield TrainEvent("calibrate", done, len(val_files), {})
-        metadata.update(calibration_metadata(responses, train.calibration_limits))
+        normals_px = pixel_size_mm or (REGIME_PIXEL_SIZE_MM["digital"] if train.regime == "digital" else None)
+        limits = train.calibration_limits
+        pair_count = train.calibration_pairs if PAIR_LIMIT in limits else 0
+        total = len(val_files) + pair_count
+        responses = yield from _calibration_events(normal_responses(draft, val_files, pixel_size_mm=normals_px, device=device), 0, total)
+        pairs = None
+        if pair_count:
+            pairs = yield from _calibration_events(validation_pair_response(draft, val_files, normals_px, device, n=pair_count), len(val_files), total)
+        metadata.update(calibration_metadata(responses, limits, pairs=pairs))
         chosen = metadata["calibration"]["chosen"]
         _append_log(log_path, {"kind": "calibration", **chosen})
         yield TrainEvent("calibrated", train.steps, train.steps, {k: v for k, v in chosen.items() if isinstance(v, float)})
     save_weights(out, model.state_dict(), metadata)
     return out
+
+
+def _calibration_events(steps, offset: int, total: int):
+    """Relay a calibration generator's counts as ``calibrate`` :class:`TrainEvent` s (``offset``
+    added, of ``total``); return its result."""
+    while True:
+        try:
+            done = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        yield TrainEvent("calibrate", offset + done, total, {})
 
 
 def train_segmentor(*args, **kwargs) -> Path:

@@ -35,6 +35,7 @@ def _load(model: str):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..calibrate import VALIDATION_PAIR_PATCH_PX, VALIDATION_PAIR_SEED, VALIDATION_PAIRS
     from ..synth.config import SynthesisConfig
 
     p = sub.add_parser("train", help="train the segmentor or the flow generator on synthetic pairs made on the fly")
@@ -56,7 +57,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--normals", nargs="+", metavar="PATH", help="held-out normals (default: the validation normals of the weights' regime in --data-dir)")
     c.add_argument("--data-dir", default="../shared/data", metavar="DIR", help="the development data folder (default: ../shared/data)")
     c.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size of the normals when the files do not say (digital default 0.07)")
-    c.add_argument("--target", type=float, metavar="N", help="allowed false positives: clusters per image (film, default 0.5) or components per cm² (digital, default 1.0)")
+    c.add_argument("--target", type=float, metavar="N", help="allowed false positives: clusters per image (film, default 0.5) or MCs per cm² on the normals and the validation pairs (digital, default 1.0)")
+    c.add_argument("--validation-pairs", type=int, default=VALIDATION_PAIRS, metavar="N",
+                   help=f"digital segmentor: synthetic pairs ({VALIDATION_PAIR_PATCH_PX}² working px) drawn into the normals, whose false MCs per cm² the threshold holds to the target too (default {VALIDATION_PAIRS}; 0: the normals alone, with at most 0.5 false clusters per normal)")
+    c.add_argument("--pair-seed", type=int, default=VALIDATION_PAIR_SEED, metavar="S", help=f"seed of the validation pairs (default {VALIDATION_PAIR_SEED}; docs/results.md measures seeds 2024, 11 and 7)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     c.add_argument("--tta", action="store_true", help="segmentor: calibrate the threshold used with test-time augmentation (segment --tta), kept beside the plain one")
     c.add_argument("--anchor", action="store_true", help="segmentor: also choose the anchored pair (a lower threshold for MCs inside clusters whose brightest MC reaches an anchor) on the normals and on synthetic clusters drawn into them; segment reads with it unless --no-cluster-anchor")
@@ -68,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from ..calibrate import calibrate_weights_steps
+    from ..calibrate import PAIR_LIMIT, calibrate_weights_steps
     from ..models.weights import load_weights
     from ..steps import run_to_end
     from ..synth.splits import default_backgrounds, expand_backgrounds
@@ -83,7 +87,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     else:
         normals = default_backgrounds(args.data_dir, regime, "val")
     pixel = args.pixel_size or (REGIME_PIXEL_SIZE_MM["digital"] if regime == "digital" else None)
-    limits = TrainConfig(regime=regime, calibration_target=args.target).calibration_limits
+    limits = TrainConfig(regime=regime, calibration_target=args.target, calibration_pairs=args.validation_pairs).calibration_limits
     if args.tta and weights.kind != "segmentor":
         from ..errors import InputError
 
@@ -106,11 +110,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
         steps = calibrate_refined_threshold_steps(args.weights, segmentor, normals, limits, refine_config, pixel, args.device, args.out)
     else:
         steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta, anchor=args.anchor,
-                                        synthetic_pairs=args.synthetic_pairs)
+                                        synthetic_pairs=args.synthetic_pairs, validation_pairs=args.validation_pairs, pair_seed=args.pair_seed)
     chosen = run_to_end(steps)
     what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold" + (" with TTA" if args.tta else "")
     print(f"{what} {chosen['threshold']:.6g} (logit {chosen['logit']}): "
           f"{chosen['fp_clusters_per_image']:.2f} false clusters per normal, {chosen['fp_components_per_cm2']:.2f} false MCs per cm²"
+          + (f"; {chosen[PAIR_LIMIT]:.2f} false MCs per cm² and {chosen['pair_mc_sensitivity']:.3f} of the MCs found on the validation pairs" if PAIR_LIMIT in chosen else "")
           + ("" if chosen["met"] else " (limits not met: highest threshold)"))
     pair = chosen.get("anchored")
     if pair:

@@ -211,5 +211,5 @@ def describe_training(event: Any) -> tuple[str, int, int] | None:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in event.values.items() if isinstance(v, float) and k != "elapsed_s")
         return f"validation at step {event.step}: {shown}", event.step, event.total
     if event.kind == "calibrate":
-        return f"choosing the operating threshold: normal {event.step} of {event.total}", event.step, event.total
+        return f"choosing the operating threshold: {event.step} of {event.total} normals and validation pairs read", event.step, event.total
     return None
