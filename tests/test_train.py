@@ -12,6 +12,7 @@ import torch
 from mcgenref_core.device import resolve_precision
 from mcgenref_core.errors import InputError
 from mcgenref_core.models.weights import load_weights
+from mcgenref_core.steps import run_to_end
 from mcgenref_core.synth import SynthesisConfig
 from mcgenref_core.train import (
     TrainConfig,
@@ -24,7 +25,7 @@ from mcgenref_core.train import (
     train_segmentor_steps,
 )
 
-from .conftest import MIAS_DIR, REPO, needs_shared_data
+from .conftest import MIAS_DIR, NYU_DIR, REPO, needs_shared_data
 
 FLOW_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "mcgenref_core" / "weights" / "flow-film-0.2mm.safetensors"
 
@@ -363,3 +364,28 @@ def test_tta_distillation_targets_are_segment_tta_logits_and_the_term_trains(tmp
     for batch, targets in zip(seen["batches"], seen["targets"]):
         assert targets.shape == (batch.shape[0], 1, *batch.shape[1:])
         np.testing.assert_allclose(targets[:, 0].numpy(), real_average(frozen)(batch), atol=1e-4, rtol=1e-5)
+
+
+@needs_shared_data
+def test_digital_training_calibrates_on_the_normal_and_on_validation_pairs(tmp_path):
+    """A digital run's closing calibration reads the held-out normal and then the validation
+    pairs drawn into it, reports both as calibrate events, and chooses a threshold that holds
+    false MCs per cm² on each, with the pairs' rates in the table."""
+    from mcgenref_core.calibrate import PAIR_LIMIT
+
+    train = TrainConfig(**{**TINY, "regime": "digital", "calibrate": True, "calibration_pairs": 4})
+    steps = train_segmentor_steps(tmp_path / "d.safetensors", train, SynthesisConfig(), backgrounds=[str(NYU_DIR / "1_L_CC.png")],
+                                  val_backgrounds=[str(NYU_DIR / "gmic-0_L-CC.png")], pixel_size_mm=0.07, cache_dir=None)
+    events = []
+    path = run_to_end(steps, events.append)
+    calibrate = [(e.step, e.total) for e in events if e.kind == "calibrate"]
+    assert calibrate[0] == (1, 5) and calibrate[-1] == (5, 5)  # the normal, then 4 pairs
+    entry = load_weights(path).metadata["calibration"]
+    assert entry["normals"] == ["gmic-0_L-CC"] and entry["validation_pairs"]["pairs"] == 4 and entry["validation_pairs"]["seed"] == 5
+    chosen = entry["chosen"]
+    assert chosen["limits"] == {"fp_components_per_cm2": 1.0, PAIR_LIMIT: 1.0}
+    assert all(PAIR_LIMIT in row and 0 <= row["pair_mc_sensitivity"] <= 1 for row in entry["table"])
+    if chosen["met"]:
+        assert chosen[PAIR_LIMIT] <= 1.0 and chosen["fp_components_per_cm2"] <= 1.0
+        below = [row for row in entry["table"] if row["logit"] < chosen["logit"]]
+        assert all(row[PAIR_LIMIT] > 1.0 or row["fp_components_per_cm2"] > 1.0 for row in below)
