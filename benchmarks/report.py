@@ -136,7 +136,8 @@ def operating_point_lines(calibration: dict) -> list[str]:
              f"  ({pairs['mcs']} MCs; not these pairs): plain {point(plain)}" + (f"; with TTA {point(tta)}." if tta and tta.get("validation_pairs") else ".")]
     if tta and tta.get("validation_pairs"):
         c = tta["chosen"]
-        lines.append(f"  At the TTA threshold the validation normal shows {c['fp_clusters_per_image']:g} false cluster(s) and {c['fp_components_per_cm2']:.2f} false MCs per cm²:"
+        clusters = c["fp_clusters_per_image"]
+        lines.append(f"  At the TTA threshold the validation normal shows {clusters:g} false cluster{'' if clusters == 1 else 's'} and {c['fp_components_per_cm2']:.2f} false MCs per cm²:"
                      " the digital calibration holds false MCs, the unit of the target, and records false clusters without a limit.")
     return lines
 

@@ -87,6 +87,7 @@ def test_the_digital_operating_points_are_described_from_the_weights():
     assert "on 256 validation pairs of seed 5 drawn into it" in text and "(gmic-0_L-CC)" in text
     assert f"plain logit {plain['logit']:g}, {plain['pair_fp_per_cm2']:.2f} false MCs per cm²" in text
     assert f"with TTA logit {tta['logit']:g}, {tta['pair_fp_per_cm2']:.2f} false MCs per cm²" in text
-    assert f"shows {tta['fp_clusters_per_image']:g} false cluster(s)" in text
+    clusters = tta["fp_clusters_per_image"]
+    assert f"shows {clusters:g} false cluster{'' if clusters == 1 else 's'} and" in text
     film = resolve_weights(None, "segmentor", 0.2).metadata  # chosen on normals alone: nothing to say
     assert report.operating_point_lines(report.calibration_summary(film)) == []
