@@ -442,6 +442,32 @@ def tta_view_names() -> list[str]:
     return [turns[t] + (", mirrored" if mirror else "") for t, mirror in TTA_VIEWS]
 
 
+def held_out_responses(
+    weights,
+    normals: Sequence[str | os.PathLike],
+    limits: dict[str, float],
+    pixel_size_mm: float | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    anchored: bool = False,
+    validation_pairs: int = VALIDATION_PAIRS,
+    pair_seed: int = VALIDATION_PAIR_SEED,
+) -> Generator[int, None, tuple[list[NormalResponse], PairResponse | None]]:
+    """What a threshold is chosen on: the segmentor ``weights`` read on the held-out ``normals``
+    (:func:`normal_responses`) and, when ``limits`` hold :data:`PAIR_LIMIT` and
+    ``validation_pairs`` > 0, on that many synthetic pairs of seed ``pair_seed`` drawn into them
+    (:func:`validation_pair_response`). Yields the count done (normals, then pairs, one count
+    running on); returns ``(responses, pairs)``, ``pairs`` None without the pair limit. The one
+    place the order is written: ``mcgenref train calibrate`` and a training run's closing
+    calibration both read through it."""
+    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device, tta=tta, anchored=anchored)
+    pairs = None
+    if PAIR_LIMIT in limits and validation_pairs > 0:
+        steps = validation_pair_response(weights, normals, pixel_size_mm, device, tta, n=validation_pairs, seed=pair_seed)
+        pairs = yield from _offset(steps, len(responses))
+    return responses, pairs
+
+
 def calibrate_weights_steps(
     path: str | os.PathLike,
     normals: Sequence[str | os.PathLike],
@@ -464,12 +490,12 @@ def calibrate_weights_steps(
     ``operating_threshold_tta`` and ``calibration_tta`` instead (the plain threshold is kept).
     With ``anchor``, also chooses the anchored pair (module docstring) on the same normals and
     ``synthetic_pairs`` synthetic pairs drawn into them, stored as
-    ``anchored_threshold[_tta]`` and ``calibration_anchored[_tta]``; it then yields the normals
-    done followed by the normals plus synthetic pairs done.
+    ``anchored_threshold[_tta]`` and ``calibration_anchored[_tta]``.
     With a ``pair_fp_per_cm2`` limit (the digital regime's), ``validation_pairs`` synthetic pairs
     of seed ``pair_seed`` are drawn into the normals and read at every threshold as well
-    (:func:`validation_pair_response`); the threshold must hold their false MCs per cm² to that
-    limit too. Their count follows the normals' (and the anchored pairs') in what is yielded.
+    (:func:`held_out_responses`); the threshold must hold their false MCs per cm² to that limit
+    too. What is yielded counts on: the normals, then the validation pairs, then the anchored
+    calibration's synthetic pairs.
     Returns the chosen row (with ``anchored``: the chosen pair's row, when ``anchor``). The
     normals must be images the model never trained on: a file listed among the weights'
     training backgrounds is refused.
@@ -481,16 +507,13 @@ def calibrate_weights_steps(
     if weights.kind != "segmentor":
         raise InputError(path, f"is {weights.kind} weights; only a segmentor has an operating threshold")
     _refuse_training_backgrounds(normals, [weights])
-    responses = yield from normal_responses(weights, normals, pixel_size_mm=pixel_size_mm, device=device, tta=tta, anchored=anchor)
-    done = len(responses)
+    held_out = held_out_responses(weights, normals, limits, pixel_size_mm, device, tta=tta, anchored=anchor,
+                                  validation_pairs=validation_pairs, pair_seed=pair_seed)
+    responses, pairs = yield from held_out
     found = total = None
     if anchor:
         steps = synthetic_cluster_hits(weights, normals, pixel_size_mm, device, tta, n=synthetic_pairs)
-        found, total = yield from _offset(steps, done)
-        done += synthetic_pairs
-    pairs = None
-    if PAIR_LIMIT in limits:
-        pairs = yield from _offset(validation_pair_response(weights, normals, pixel_size_mm, device, tta, n=validation_pairs, seed=pair_seed), done)
+        found, total = yield from _offset(steps, len(responses) + (pairs.pairs if pairs is not None else 0))
     suffix = "_tta" if tta else ""
     metadata = {**weights.metadata, **calibration_metadata(responses, limits, suffix, pairs)}
     chosen = dict(metadata[f"calibration{suffix}"]["chosen"])

@@ -461,24 +461,16 @@ def train_segmentor_steps(
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
     if train.calibrate:
-        from .calibrate import (
-            PAIR_LIMIT,
-            calibration_metadata,
-            normal_responses,
-            validation_pair_response,
-        )
+        from .calibrate import PAIR_LIMIT, calibration_metadata, held_out_responses
         from .models.weights import Weights
 
         model.eval()
         draft = Weights(path=out, state_dict=model.state_dict(), metadata=metadata, sha256="(in training)")
         normals_px = pixel_size_mm or (REGIME_PIXEL_SIZE_MM["digital"] if train.regime == "digital" else None)
         limits = train.calibration_limits
-        pair_count = train.calibration_pairs if PAIR_LIMIT in limits else 0
-        total = len(val_files) + pair_count
-        responses = yield from _calibration_events(normal_responses(draft, val_files, pixel_size_mm=normals_px, device=device), 0, total)
-        pairs = None
-        if pair_count:
-            pairs = yield from _calibration_events(validation_pair_response(draft, val_files, normals_px, device, n=pair_count), len(val_files), total)
+        total = len(val_files) + (train.calibration_pairs if PAIR_LIMIT in limits else 0)
+        held_out = held_out_responses(draft, val_files, limits, normals_px, device, validation_pairs=train.calibration_pairs)
+        responses, pairs = yield from _calibration_events(held_out, total)
         metadata.update(calibration_metadata(responses, limits, pairs=pairs))
         chosen = metadata["calibration"]["chosen"]
         _append_log(log_path, {"kind": "calibration", **chosen})
@@ -487,15 +479,15 @@ def train_segmentor_steps(
     return out
 
 
-def _calibration_events(steps, offset: int, total: int):
-    """Relay a calibration generator's counts as ``calibrate`` :class:`TrainEvent` s (``offset``
-    added, of ``total``); return its result."""
+def _calibration_events(steps, total: int):
+    """Relay a calibration generator's counts as ``calibrate`` :class:`TrainEvent` s (of
+    ``total``); return its result."""
     while True:
         try:
             done = next(steps)
         except StopIteration as stop:
             return stop.value
-        yield TrainEvent("calibrate", offset + done, total, {})
+        yield TrainEvent("calibrate", done, total, {})
 
 
 def train_segmentor(*args, **kwargs) -> Path:
