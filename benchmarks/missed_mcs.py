@@ -35,7 +35,7 @@ large or too far off to match, or not reached at all.
 the model has seen, which separates what unseen tissue costs from what the model cannot do at all.
 
 Run: ``python benchmarks/missed_mcs.py [--regime digital] [--weights W] [--fp-per-cm2 1] [--tta] [--backgrounds train]
-[--pairs 256] [--pair-seed 2024] [--precision auto|fp32|bf16] [--json OUT]`` (about 2 minutes on 2 CPU cores; 4 with ``--tta``).
+[--pairs 256] [--pair-seed 2024] [--min-area-mm2 A] [--precision auto|fp32|bf16] [--json OUT]`` (about 2 minutes on 2 CPU cores; 4 with ``--tta``).
 """
 
 from __future__ import annotations
@@ -184,21 +184,23 @@ def ideal_observer_sensitivity(pairs, pixel_size_mm: float, fp_per_cm2: float = 
     return out
 
 
-def matched_components(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float):
-    """Yield ``(pair, labels, match)`` per pair: the components of its map at ``threshold`` (no
-    area limits) and their one-to-one match against its MCs (``evaluation.mc.match_instances``)."""
+def matched_components(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float, min_area_mm2: float = 0.0):
+    """Yield ``(pair, labels, match)`` per pair: the components of its map at ``threshold`` (none
+    under ``min_area_mm2``, the ``segment --min-area-mm2`` rule; default no area limit) and their
+    one-to-one match against its MCs (``evaluation.mc.match_instances``)."""
     from mcgenref_core.evaluation.mc import match_instances
     from mcgenref_core.postprocess import label_mcs
 
     for p, pr in zip(pairs, prob):
-        labels = label_mcs(pr, threshold, 0.0, pixel_size_mm, None)
+        labels = label_mcs(pr, threshold, min_area_mm2, pixel_size_mm, None)
         yield p, labels, match_instances(labels, p.mask.astype(np.int64), pixel_size_mm)
 
 
-def found_at(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) -> tuple[np.ndarray, int]:
-    """(found (M,) bool over the MCs of ``mc_table`` order, false components) at ``threshold``."""
+def found_at(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float, min_area_mm2: float = 0.0) -> tuple[np.ndarray, int]:
+    """(found (M,) bool over the MCs of ``mc_table`` order, false components) at ``threshold``
+    (components of at least ``min_area_mm2``)."""
     found, fp = [], 0
-    for p, _, m in matched_components(pairs, prob, threshold, pixel_size_mm):
+    for p, _, m in matched_components(pairs, prob, threshold, pixel_size_mm, min_area_mm2):
         n = len(p.info["mcs"]["id"])
         hit = np.zeros(n, bool)
         # truth instances are the mask's ids in order; an MC hidden under another has no pixel
@@ -214,7 +216,7 @@ MISS_KINDS = ("found", "merged: under a component matched to another MC", "touch
               "not reached: no component touches it")
 
 
-def miss_kinds(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) -> np.ndarray:
+def miss_kinds(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float, min_area_mm2: float = 0.0) -> np.ndarray:
     """(M,) int8 over the MCs in ``mc_table`` order, codes into :data:`MISS_KINDS`: 0 found; 1
     missed while a component matched to another MC covers some of its pixels (two MCs read as
     one); 2 missed under a component matched to no MC (too large or too far off to match); 3 missed
@@ -222,7 +224,7 @@ def miss_kinds(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) 
     from scipy import ndimage
 
     kinds = []
-    for p, labels, m in matched_components(pairs, prob, threshold, pixel_size_mm):
+    for p, labels, m in matched_components(pairs, prob, threshold, pixel_size_mm, min_area_mm2):
         n_mcs = len(p.info["mcs"]["id"])
         code = np.full(n_mcs, 3, np.int8)
         present = np.unique(p.mask[p.mask > 0]).astype(np.int64)
@@ -237,7 +239,7 @@ def miss_kinds(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) 
     return np.concatenate(kinds) if kinds else np.zeros(0, np.int8)
 
 
-def false_component_distances(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float) -> tuple[np.ndarray, np.ndarray]:
+def false_component_distances(pairs, prob: np.ndarray, threshold: float, pixel_size_mm: float, min_area_mm2: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Where the false components sit relative to the inserted MCs.
 
     Returns ``(fp_mm, pixel_mm)``: for every false component at ``threshold`` (unmatched, as in
@@ -248,7 +250,7 @@ def false_component_distances(pairs, prob: np.ndarray, threshold: float, pixel_s
     from scipy import ndimage
 
     fp_mm, pixel_mm = [], []
-    for p, labels, m in matched_components(pairs, prob, threshold, pixel_size_mm):
+    for p, labels, m in matched_components(pairs, prob, threshold, pixel_size_mm, min_area_mm2):
         if p.mask.any():
             dist = ndimage.distance_transform_edt(p.mask == 0).astype(np.float32) * pixel_size_mm
         else:
@@ -279,15 +281,15 @@ def fp_by_distance(fp_mm: np.ndarray, pixel_mm: np.ndarray, pixel_size_mm: float
     return out
 
 
-def threshold_for_fp_rate(pairs, prob, pixel_size_mm: float, area_cm2: float, rate: float) -> float:
+def threshold_for_fp_rate(pairs, prob, pixel_size_mm: float, area_cm2: float, rate: float, min_area_mm2: float = 0.0) -> float:
     """Lowest threshold of the FROC grid (``EvaluationConfig`` defaults) with false positives per
-    cm² at or under ``rate`` on these pairs."""
+    cm² at or under ``rate`` on these pairs (components of at least ``min_area_mm2``)."""
     from mcgenref_core.evaluation.config import EvaluationConfig
     from mcgenref_core.evaluation.froc import threshold_grid
 
     cfg = EvaluationConfig()
     for t in sorted(threshold_grid(cfg.froc_thresholds, cfg.froc_logit_range)):
-        if found_at(pairs, prob, float(t), pixel_size_mm)[1] / area_cm2 <= rate:
+        if found_at(pairs, prob, float(t), pixel_size_mm, min_area_mm2)[1] / area_cm2 <= rate:
             return float(t)
     return 1.0
 
@@ -319,6 +321,8 @@ def main(argv=None) -> int:
     ap.add_argument("--regime", choices=("film", "digital"), default="digital")
     ap.add_argument("--weights", help="weights file or bundled name (default: the regime's bundled segmentor)")
     ap.add_argument("--fp-per-cm2", type=float, help="read at the FROC threshold with at most this FP rate")
+    ap.add_argument("--min-area-mm2", type=float, default=0.0,
+                    help="count only components of at least this area, as segment --min-area-mm2 does (default 0: every component)")
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--pair-seed", type=int, default=2024, help="seed of the pairs (2024: the pairs of docs/results.md)")
     ap.add_argument("--backgrounds", choices=("val", "train"), default="val",
@@ -353,30 +357,31 @@ def main(argv=None) -> int:
     if args.choose_on_seed is not None:
         rate = 1.0 if args.fp_per_cm2 is None else args.fp_per_cm2
         chosen_on, _, _, _, chosen_pred, chosen_cm2 = read_pairs(args.choose_on_seed)
-        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, chosen_cm2, rate)
+        threshold = threshold_for_fp_rate(chosen_on, chosen_pred["prob"], px, chosen_cm2, rate, args.min_area_mm2)
         how = f"the lowest FROC-grid threshold with <= {rate:g} FP/cm2 on the {len(chosen_on)} pairs of seed {args.choose_on_seed}"
     elif args.fp_per_cm2 is None:
         threshold, how = float(pred["threshold"]), "the weights' operating threshold" + (" with TTA" if args.tta else "")
     else:
-        threshold = threshold_for_fp_rate(pairs, pred["prob"], px, area_cm2, args.fp_per_cm2)
+        threshold = threshold_for_fp_rate(pairs, pred["prob"], px, area_cm2, args.fp_per_cm2, args.min_area_mm2)
         how = f"the lowest FROC-grid threshold with <= {args.fp_per_cm2:g} FP/cm2 on these pairs"
     table = mc_table(pairs)
-    found, fp = found_at(pairs, pred["prob"], threshold, px)
+    found, fp = found_at(pairs, pred["prob"], threshold, px, args.min_area_mm2)
     # the noise-limited observer is held to the false-positive rate the segmentor ran at here
     bound_rate = args.fp_per_cm2 if args.fp_per_cm2 is not None and args.choose_on_seed is None else max(fp / area_cm2, 1e-3)
     observers = {"noise_limited": detection_chance(table["matched_snr"], bound_rate, px),
                  "texture_limited": detection_chance(table["texture_snr"], bound_rate, px)}
-    kinds = miss_kinds(pairs, pred["prob"], threshold, px)
-    fp_mm, pixel_mm = false_component_distances(pairs, pred["prob"], threshold, px)
+    kinds = miss_kinds(pairs, pred["prob"], threshold, px, args.min_area_mm2)
+    fp_mm, pixel_mm = false_component_distances(pairs, pred["prob"], threshold, px, args.min_area_mm2)
     precision = resolve_precision("cpu", args.precision)
     result = {"regime": args.regime, "weights": weights.name, "precision": precision, "backgrounds": [f.name for f in files], "tta": args.tta,
-              "pairs": len(pairs), "pair_seed": args.pair_seed,
+              "pairs": len(pairs), "pair_seed": args.pair_seed, "min_area_mm2": args.min_area_mm2,
               "patch_px": patch, "threshold": threshold, "threshold_rule": how, "fp_per_cm2": round(fp / area_cm2, 3),
               "observers_fp_per_cm2": round(bound_rate, 3), **breakdown(table, found, observers),
               "what_became_of_each_mc": {k: int(np.sum(kinds == i)) for i, k in enumerate(MISS_KINDS)},
               "false_components_by_distance": fp_by_distance(fp_mm, pixel_mm, px)}
 
-    print(f"{args.regime}: {weights.name} ({precision}), {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, threshold {threshold:.4g} ({how})")
+    print(f"{args.regime}: {weights.name} ({precision}), {len(pairs)} pairs of {patch}² on {', '.join(f.name for f in files)}, threshold {threshold:.4g} ({how})"
+          + (f", components of at least {args.min_area_mm2:g} mm²" if args.min_area_mm2 else ""))
     print(f"  MC sensitivity {result['all']['sensitivity']} of {result['all']['n']} MCs at {result['fp_per_cm2']} FP/cm² "
           f"(ideal observers at {result['observers_fp_per_cm2']} FP/cm², limited by the noise alone: {result['all']['noise_limited']}, "
           f"by the noise and the tissue as Gaussian texture: {result['all']['texture_limited']})")

@@ -151,3 +151,27 @@ def test_threshold_chosen_on_other_pairs_is_their_froc_threshold(one_torch_threa
     assert own["pair_seed"] == 3 and other["pair_seed"] == 4 and own["fp_per_cm2"] <= 1
     with pytest.raises(SystemExit):
         missed.main([*common, "--pair-seed", "3", "--choose-on-seed", "3"])
+
+
+def test_min_area_drops_small_components_from_both_counts():
+    """``--min-area-mm2`` reads the pairs as ``segment --min-area-mm2`` would: a component under the
+    area is gone, whether it sat on an MC (a miss then) or on tissue (one false positive fewer)."""
+    missed = load_benchmark("missed_mcs")
+    px = 0.07
+    mask = np.zeros((64, 64), np.uint16)
+    mask[10:13, 10:13] = 1  # a 9 px MC, read as a 9 px component
+    mask[40:42, 40:42] = 2  # a 4 px MC, read as a 1 px component
+    prob = np.zeros((64, 64), np.float32)
+    prob[10:13, 10:13] = 0.9
+    prob[41, 41] = 0.9
+    prob[20:23, 50:53] = 0.9  # a 9 px false component
+    prob[55, 5] = 0.9  # a 1 px false component
+    pair = _Pair(mask, np.zeros_like(prob), [1.0, 1.0])
+    found, fp = missed.found_at([pair], prob[None], 0.5, px)
+    assert found.tolist() == [True, True] and fp == 2
+    found, fp = missed.found_at([pair], prob[None], 0.5, px, min_area_mm2=2 * px * px)
+    assert found.tolist() == [True, False] and fp == 1
+    # the rate-limited threshold reads the same components
+    area_cm2 = 64 * 64 * px * px / 100
+    assert missed.threshold_for_fp_rate([pair], prob[None], px, area_cm2, 1.5 / area_cm2, min_area_mm2=2 * px * px) < 0.9
+    assert missed.threshold_for_fp_rate([pair], prob[None], px, area_cm2, 1.5 / area_cm2) > 0.9
