@@ -199,7 +199,9 @@ def test_calibrate_command_sets_the_threshold_on_held_out_normals(tmp_path, caps
     assert "calibration" not in load_weights(path).metadata
     out = tmp_path / "calibrated.safetensors"
     assert main(["train", "calibrate", str(path), "--normals", str(MIAS_DIR / "mdb007.pgm"), "--device", "cpu", "--out", str(out)]) == 0
-    assert "operating threshold" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "operating threshold" in printed.out
+    assert "calibrate w.safetensors" in printed.err and "1/1" in printed.err  # the progress bar, of the one normal
     meta = load_weights(out).metadata
     chosen, table = meta["calibration"]["chosen"], meta["calibration"]["table"]
     assert meta["calibration"]["normals"] == ["mdb007"] and meta["operating_threshold"] == chosen["threshold"]

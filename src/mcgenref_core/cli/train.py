@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from ._common import add_common_options, add_config_options, config_from_args
 
@@ -74,7 +75,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from ..calibrate import PAIR_LIMIT, calibrate_weights_steps
     from ..models.weights import load_weights
-    from ..steps import run_to_end
     from ..synth.splits import default_backgrounds, expand_backgrounds
     from ..train import REGIME_PIXEL_SIZE_MM, TrainConfig
 
@@ -100,6 +100,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(args.weights, "--evidence calibrates TT-GPR's refined maps; give flow weights")
+    total = len(normals)  # what the steps count to: normals, then validation pairs, then the anchored calibration's pairs
     if weights.kind == "flow":
         from ..calibrate import calibrate_refined_threshold_steps
         from ..models.weights import resolve_weights
@@ -111,7 +112,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     else:
         steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta, anchor=args.anchor,
                                         synthetic_pairs=args.synthetic_pairs, validation_pairs=args.validation_pairs, pair_seed=args.pair_seed)
-    chosen = run_to_end(steps)
+        total += (args.validation_pairs if PAIR_LIMIT in limits else 0) + (args.synthetic_pairs if args.anchor else 0)
+    chosen = _count_with_bar(steps, total, f"calibrate {Path(args.weights).name}", args.quiet)
     what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold" + (" with TTA" if args.tta else "")
     print(f"{what} {chosen['threshold']:.6g} (logit {chosen['logit']}): "
           f"{chosen['fp_clusters_per_image']:.2f} false clusters per normal, {chosen['fp_components_per_cm2']:.2f} false MCs per cm²"
@@ -124,6 +126,24 @@ def run_calibrate(args: argparse.Namespace) -> int:
               f"{pair['synthetic_cluster_sensitivity']:.3f} of the synthetic clusters found (single threshold: {pair['single_threshold_sensitivity']:.3f})"
               + ("" if pair["met"] else " (limits not met: highest threshold)"))
     return 0
+
+
+def _count_with_bar(steps, total: int, desc: str, quiet: bool):
+    """Run a generator that yields the count of items done (of ``total``) with a tqdm bar on
+    stderr (none when ``quiet``); return its value."""
+    from ..steps import run_to_end
+
+    if quiet:
+        return run_to_end(steps)
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True, leave=False) as bar:
+
+        def show(done: int) -> None:
+            bar.n = done
+            bar.refresh()
+
+        return run_to_end(steps, show)
 
 
 def run(args: argparse.Namespace) -> int:
