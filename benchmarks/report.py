@@ -238,8 +238,9 @@ def auto_precision_text() -> str:
 
 def ttgpr_section(data: Path, quick: bool) -> dict:
     """TT-GPR where a flow generator is bundled for the regime: the film -> digital ablation
-    (``refine_ablation.shift_ablation``, 16 pairs; 4 and base/TT-GPR only with ``quick``) and the
-    mini-MIAS dev split, base against TT-GPR (``refine_ablation.mias_ablation``). ``status``
+    (``refine_ablation.shift_ablation``, 16 pairs) and the mini-MIAS dev split
+    (``refine_ablation.mias_ablation``), each for the base, TT-GPR and every ablation variant; with
+    ``quick``, 4 pairs, one image of each kind, and the base and TT-GPR only. ``status``
     says per regime why TT-GPR is not measured (None: it is). GPU figures from a device run
     are read from ``docs/images/gpu_timings.json`` when present."""
     from mcgenref_core.evaluation.baselines import ttgpr_status
@@ -255,7 +256,7 @@ def ttgpr_section(data: Path, quick: bool) -> dict:
         variants = {k: v for k, v in refine_ablation.VARIANTS.items() if k in ("base segmentor", "TT-GPR")} if quick else None
         out["pairs"] = 4 if quick else 16
         out["shift"] = refine_ablation.shift_ablation(data, out["pairs"], variants=variants, log=log)
-        out["mias"] = refine_ablation.mias_ablation(data, max_images=1 if quick else None, log=log)
+        out["mias"] = refine_ablation.mias_ablation(data, max_images=1 if quick else None, log=log, variants=variants)
     gpu = REPO / "docs" / "images" / "gpu_timings.json"
     if gpu.is_file():
         out["gpu"] = json.loads(gpu.read_text())

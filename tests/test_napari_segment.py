@@ -204,27 +204,33 @@ def test_tt_gpr_without_flow_weights_says_what_to_do(viewer_with_sample, monkeyp
 def test_tta_checkbox_segments_with_test_time_augmentation(viewer_with_sample, qtbot):
     """The form's `tta` field runs `segment --tta`: the layer equals the core's TTA result and
     its record says the TTA pair of the film weights was used; unticking `cluster anchor` reads at
-    the single TTA threshold, as `--no-cluster-anchor` does."""
-    from mcgenref_core.io import read_mammogram
+    the single TTA threshold, as `--no-cluster-anchor` does. On a 384² crop of mdb209 around its
+    clusters, added as a layer of its own: TTA is eight network passes."""
     from mcgenref_core.segment import InferenceConfig, segment
+    from napari_mcgenref._image_source import mammogram_from_layer
 
+    crop = viewer_with_sample.add_image(viewer_with_sample.layers["mdb209"].data[384:768, 448:832], name="crop", scale=(0.2, 0.2))
     widget = open_segment(viewer_with_sample)
+    widget.image_picker.choose("crop")
+    assert widget.image_picker.layer() is crop
     widget.form.set_field("device", "cpu")
     widget.form.set_field("tta", True)
     widget.run()
     assert wait_done(qtbot, widget) == "returned"
-    expected = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True))
-    labels = viewer_with_sample.layers["mdb209 MCs"]
+    expected = segment(mammogram_from_layer(crop), InferenceConfig(device="cpu", tta=True))
+    labels = viewer_with_sample.layers["crop MCs"]
     np.testing.assert_array_equal(labels.data, expected.labels)
+    assert len(expected.record["clusters"]) >= 1
     record = labels.metadata["record"]
     assert record["settings"]["tta"] is True
     assert record["run"]["threshold_source"] == "weights (anchored, calibrated with TTA)"
     widget.form.set_field("cluster_anchor", False)
     widget.run()
     assert wait_done(qtbot, widget) == "returned"
-    expected = segment(read_mammogram(sample_path("mdb209")), InferenceConfig(device="cpu", tta=True, cluster_anchor=False))
-    np.testing.assert_array_equal(viewer_with_sample.layers["mdb209 MCs"].data, expected.labels)
-    run = viewer_with_sample.layers["mdb209 MCs"].metadata["record"]["run"]
+    single = segment(mammogram_from_layer(crop), InferenceConfig(device="cpu", tta=True, cluster_anchor=False))
+    assert not np.array_equal(single.labels, expected.labels)  # the two readings differ on this crop
+    np.testing.assert_array_equal(viewer_with_sample.layers["crop MCs"].data, single.labels)
+    run = viewer_with_sample.layers["crop MCs"].metadata["record"]["run"]
     assert run["threshold_source"] == "weights (calibrated with TTA)" and run["anchor_threshold_used"] is None
 
 
