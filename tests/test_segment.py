@@ -250,7 +250,8 @@ def test_bundled_weights_carry_a_tta_threshold_that_segment_tta_uses(film_weight
         meta = resolve_weights(name).metadata
         chosen = meta["calibration_tta"]["chosen"]
         assert chosen["met"] and meta["operating_threshold_tta"] == chosen["threshold"]
-    mammo = read_mammogram(sample_path("mdb209"))
+    whole = read_mammogram(sample_path("mdb209"))  # a 384² crop around its clusters: TTA is eight network passes
+    mammo = Mammogram(pixels=whole.pixels[384:768, 448:832], pixel_size_mm=0.2, path=whole.path, file_format="pgm")
     single = segment(mammo, InferenceConfig(device="cpu", tta=True, cluster_anchor=False), weights=film_weights)
     assert single.record["run"]["threshold_used"] == film_weights.metadata["operating_threshold_tta"]
     assert single.record["run"]["threshold_source"] == "weights (calibrated with TTA)"
