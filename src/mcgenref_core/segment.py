@@ -34,7 +34,7 @@ class InferenceConfig(StepConfig):
     precision: str = field(default="auto", metadata={"help": f"auto (the precision the weights name, fp32 for the bundled film segmentor; else {AUTO_PRECISION}), fp32, bf16 or fp16"})
     tile: int = field(default=640, metadata={"help": "tile edge in working pixels"})
     overlap: float | None = field(default=None, metadata={"help": "fraction of a tile shared with its neighbour; default: the least with which every pixel is read with the network's whole reach around it, as one pass over the whole image reads it (2 x 56 px / tile for the bundled networks: 0.175 at 640 px, 0.4375 at 256 px)"})
-    batch_size: int = field(default=2, metadata={"help": "tiles per forward pass"})
+    batch_size: int = field(default=1, metadata={"help": "tiles per forward pass (1: one 640 px tile at a time ran fastest on 2-core CPUs, docs/training.md)"})
     threshold: float | None = field(default=None, metadata={"help": "MC probability threshold; default: the weights' operating point"})
     cluster_anchor: bool = field(default=True, metadata={"help": "read at the weights' calibrated anchored pair when they hold one: MCs down to its lower threshold, a fainter MC kept only inside a cluster whose brightest MC reaches its anchor"})
     anchor_threshold: float | None = field(default=None, metadata={"help": "probability a cluster's brightest MC must reach for fainter MCs in it to count (only when above the threshold in use); default: the weights' calibrated anchor"})
