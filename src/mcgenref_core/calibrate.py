@@ -442,6 +442,12 @@ def tta_view_names() -> list[str]:
     return [turns[t] + (", mirrored" if mirror else "") for t, mirror in TTA_VIEWS]
 
 
+def held_out_count(normals: int, limits: dict[str, float], validation_pairs: int = VALIDATION_PAIRS) -> int:
+    """How far the count yielded by :func:`held_out_responses` runs: the ``normals`` read, plus
+    the ``validation_pairs`` when ``limits`` hold :data:`PAIR_LIMIT` (a progress bar's total)."""
+    return normals + (validation_pairs if PAIR_LIMIT in limits and validation_pairs > 0 else 0)
+
+
 def held_out_responses(
     weights,
     normals: Sequence[str | os.PathLike],

@@ -461,14 +461,14 @@ def train_segmentor_steps(
         "software": {"mcgenref": __version__, "torch": torch.__version__},
     }
     if train.calibrate:
-        from .calibrate import PAIR_LIMIT, calibration_metadata, held_out_responses
+        from .calibrate import calibration_metadata, held_out_count, held_out_responses
         from .models.weights import Weights
 
         model.eval()
         draft = Weights(path=out, state_dict=model.state_dict(), metadata=metadata, sha256="(in training)")
         normals_px = pixel_size_mm or (REGIME_PIXEL_SIZE_MM["digital"] if train.regime == "digital" else None)
         limits = train.calibration_limits
-        total = len(val_files) + (train.calibration_pairs if PAIR_LIMIT in limits else 0)
+        total = held_out_count(len(val_files), limits, train.calibration_pairs)
         held_out = held_out_responses(draft, val_files, limits, normals_px, device, validation_pairs=train.calibration_pairs)
         responses, pairs = yield from _calibration_events(held_out, total)
         metadata.update(calibration_metadata(responses, limits, pairs=pairs))

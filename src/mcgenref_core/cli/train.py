@@ -73,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
-    from ..calibrate import PAIR_LIMIT, calibrate_weights_steps
+    from ..calibrate import PAIR_LIMIT, calibrate_weights_steps, held_out_count
     from ..models.weights import load_weights
     from ..synth.splits import default_backgrounds, expand_backgrounds
     from ..train import REGIME_PIXEL_SIZE_MM, TrainConfig
@@ -100,7 +100,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(args.weights, "--evidence calibrates TT-GPR's refined maps; give flow weights")
-    total = len(normals)  # what the steps count to: normals, then validation pairs, then the anchored calibration's pairs
+    total = len(normals)  # what the steps count to
     if weights.kind == "flow":
         from ..calibrate import calibrate_refined_threshold_steps
         from ..models.weights import resolve_weights
@@ -112,7 +112,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     else:
         steps = calibrate_weights_steps(args.weights, normals, limits, pixel, args.device, args.out, tta=args.tta, anchor=args.anchor,
                                         synthetic_pairs=args.synthetic_pairs, validation_pairs=args.validation_pairs, pair_seed=args.pair_seed)
-        total += (args.validation_pairs if PAIR_LIMIT in limits else 0) + (args.synthetic_pairs if args.anchor else 0)
+        total = held_out_count(len(normals), limits, args.validation_pairs) + (args.synthetic_pairs if args.anchor else 0)
     chosen = _count_with_bar(steps, total, f"calibrate {Path(args.weights).name}", args.quiet)
     what = "refined maps' threshold" if weights.kind == "flow" else "operating threshold" + (" with TTA" if args.tta else "")
     print(f"{what} {chosen['threshold']:.6g} (logit {chosen['logit']}): "
