@@ -36,8 +36,10 @@ from .errors import InputError
 
 T = TypeVar("T")
 
-#: thresholds tried, as logits (p = sigmoid): about 0.018 ... 1 - 1.1e-7
-LOGIT_GRID = np.arange(-4.0, 16.01, 0.5)
+#: thresholds tried, as logits (p = sigmoid): about 0.018 ... 1 - 1.1e-7, a quarter logit apart (the
+#: digital pair limit moves smoothly with the threshold; calibrations stored before were on a 0.5 step,
+#: and each table in the weights' metadata lists its own logits)
+LOGIT_GRID = np.arange(-4.0, 16.01, 0.25)
 
 
 @dataclass
