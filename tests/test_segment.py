@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from mcgenref_core.calibrate import LOGIT_GRID, PAIR_LIMIT
+from mcgenref_core.calibrate import LOGIT_GRID, PAIR_LIMIT, choose_threshold
 from mcgenref_core.cli import main
 from mcgenref_core.device import resolve_precision
 from mcgenref_core.errors import InputError
@@ -47,11 +47,9 @@ def test_bundled_registry_has_a_default_per_regime():
         assert entry["validation_pairs"]["pairs"] == 256 and entry["validation_pairs"]["seed"] not in (2024, 11, 7)
         assert entry["normals"] == ["gmic-0_L-CC"]
         # calibrated on the current grid, and no lower threshold of it holds both limits
-        rows = entry["table"]
-        assert [r["logit"] for r in rows] == [float(x) for x in LOGIT_GRID]
-        limits = entry["chosen"]["limits"]
-        meets = [all(r[key] <= limit for key, limit in limits.items()) for r in rows]
-        assert meets.index(True) == [r["logit"] for r in rows].index(entry["chosen"]["logit"])
+        assert [row["logit"] for row in entry["table"]] == [float(x) for x in LOGIT_GRID]
+        again = choose_threshold(entry["table"], entry["chosen"]["limits"])
+        assert again["met"] and again["logit"] == entry["chosen"]["logit"]
 
 
 def test_odd_sized_input_keeps_shape_and_dtype(film_weights):
