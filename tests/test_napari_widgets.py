@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -54,6 +53,32 @@ def test_every_widget_opens_from_the_manifest(make_napari_viewer):
 
 
 @pytest.mark.gui
+def test_the_chosen_layer_stays_chosen_when_renamed_moved_or_joined(make_napari_viewer):
+    from napari_mcgenref._widgets._pickers import LayerPicker
+
+    viewer = make_napari_viewer()
+    left = viewer.add_image(np.zeros((8, 8), np.uint8), name="left")
+    right = viewer.add_image(np.ones((8, 8), np.uint8), name="right")
+    picker = LayerPicker(viewer, ["image"])
+    assert picker.layer() is left
+    picker.choose("right")
+    changes = []
+    picker.layer_changed.connect(lambda: changes.append(picker.layer()))
+    right.name = "right breast"
+    assert picker.layer() is right and picker.currentText() == "right breast"
+    viewer.layers.move(1, 0)
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="labels")
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="third")
+    assert picker.layer() is right and picker.currentText() == "right breast" and changes == []
+    viewer.layers.remove(right)
+    assert picker.layer() is left and changes == [left]
+    optional = LayerPicker(viewer, ["image"], optional=True)
+    assert optional.layer() is None
+    optional.choose("third")
+    assert optional.layer() is viewer.layers["third"]
+
+
+@pytest.mark.gui
 def test_reader_gives_the_dicom_spacing_as_layer_scale(make_napari_viewer, write_dicom, tmp_path):
     path = write_dicom("scan.dcm", PixelSpacing=[0.085, 0.085])
     bare = tmp_path / "IMG0001"  # DICOM without extension
@@ -77,18 +102,20 @@ def test_writer_tiff_round_trip_is_uint16_2d_with_spacing(tmp_path):
 
     from napari_mcgenref._writer import write_labels
 
-    record = {"settings": {"tile": 256}, "mcs": [{"id": 1}]}
+    # Segment's records hold "shape" keys: the file must still read as plain 2-D labels.
+    record = {"settings": {"tile": 256}, "input": {"shape": [40, 30]}, "mcs": [{"id": 1}]}
     (path,) = write_labels(str(tmp_path / "mcs.tif"), labels_with_extra_axis(),
                            {"name": "x MCs", "scale": (1, 0.07, 0.07), "metadata": {"pixel_size_mm": 0.07, "record": record}})
     with tifffile.TiffFile(path) as tif:
         page = tif.pages[0]
         data = page.asarray()
         x_resolution = page.tags["XResolution"].value
-        description = page.description
+        saved_record = tif.shaped_metadata[0]["mcgenref_record"]
     assert data.dtype == np.uint16 and data.shape == (40, 30)
     np.testing.assert_array_equal(data, labels_with_extra_axis()[0])
     assert x_resolution[0] / x_resolution[1] == pytest.approx(10 / 0.07)
-    assert json.loads(description) == record
+    assert saved_record == record
+    np.testing.assert_array_equal(tifffile.imread(path), data)
 
     from mcgenref_core.io import read_mammogram
 

@@ -3,8 +3,8 @@
 What Fiji, QuPath and ``mcgenref evaluate`` expect: unsigned integer ids (uint16 while they fit,
 else uint32), 0 = background, exactly the image's (rows, cols) with no extra axes, and the pixel
 size in mm carried along (TIFF resolution in cm, zarr attribute ``pixel_size_mm``). When the
-layer came from the Segment widget, the run's JSON record travels too (TIFF description, zarr
-attributes), so the file says how it was made.
+layer came from the Segment widget, the run's JSON record travels too (the TIFF's JSON description
+under ``mcgenref_record``, zarr attributes), so the file says how it was made.
 """
 
 from __future__ import annotations
@@ -86,7 +86,13 @@ def write_labels(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
 
 
 def _write_tiff(path: Path, labels: np.ndarray, spacing: float | None, record: dict | None) -> None:
-    """zlib TIFF, resolution in pixels per cm, the run record as JSON in the description."""
+    """zlib TIFF, resolution in pixels per cm, the run record in tifffile's JSON description.
+
+    The description is tifffile's own ``{"shape": [rows, cols], ...}`` JSON with the record under
+    ``"mcgenref_record"`` (read back with ``tifffile.TiffFile(path).shaped_metadata[0]``). A bare
+    record as description would break readers: tifffile, napari and ``mcgenref evaluate`` take any
+    JSON description holding a ``"shape"`` key (the record has one) for tifffile's metadata.
+    """
     import tifffile
 
     from mcgenref_core.io.writers import _to_json, atomic_path
@@ -96,7 +102,7 @@ def _write_tiff(path: Path, labels: np.ndarray, spacing: float | None, record: d
         per_cm = 10.0 / spacing
         kwargs.update(resolution=(per_cm, per_cm), resolutionunit="CENTIMETER")
     if record:
-        kwargs["description"] = json.dumps(record, default=_to_json)
+        kwargs["metadata"] = {"mcgenref_record": json.loads(json.dumps(record, default=_to_json))}
     with atomic_path(path) as tmp:
         tifffile.imwrite(tmp, labels, **kwargs)
 

@@ -29,6 +29,8 @@ class LayerPicker(QComboBox):
         self.viewer = viewer
         self.kinds = tuple(kinds)
         self.optional = optional
+        self._listed: list[Any] = []  # the layers behind the entries, in order (after "(none)")
+        self._chosen: Any | None = None  # the chosen layer itself: a renamed layer stays chosen
         # long layer names must not widen the dock
         self.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.setMinimumContentsLength(12)
@@ -36,43 +38,55 @@ class LayerPicker(QComboBox):
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.layers.events.moved.connect(self.refresh)
-        self.currentIndexChanged.connect(self.layer_changed)
+        self.currentIndexChanged.connect(self._index_changed)
 
     def _matching(self) -> list[Any]:
         return [layer for layer in self.viewer.layers if layer_kind(layer) in self.kinds]
 
+    def _layer_at(self, index: int) -> Any | None:
+        position = index - (1 if self.optional else 0)
+        return self._listed[position] if 0 <= position < len(self._listed) else None
+
+    def _index_of(self, layer: Any) -> int:
+        for position, listed in enumerate(self._listed):
+            if listed is layer:
+                return position + (1 if self.optional else 0)
+        return -1
+
+    def _index_changed(self, index: int) -> None:
+        self._chosen = self._layer_at(index)
+        self.layer_changed.emit()
+
     def refresh(self, event: Any = None) -> None:
-        """Re-list the layers, keeping the chosen one when it still exists."""
-        current = self.currentText()
+        """Re-list the layers, keeping the chosen layer (renamed or moved) while it exists."""
+        chosen = self._chosen
         self.blockSignals(True)
         try:
             self.clear()
+            self._listed = self._matching()
             if self.optional:
                 self.addItem("(none)")
-            for layer in self._matching():
+            for layer in self._listed:
                 self.addItem(layer.name)
                 with contextlib.suppress(AttributeError, TypeError):
                     layer.events.name.connect(self.refresh)
-            index = self.findText(current)
+            index = self._index_of(chosen) if chosen is not None else -1
             if index >= 0:
                 self.setCurrentIndex(index)
-            elif not self.optional and not current and getattr(event, "type", "") == "inserted":
+            elif not self.optional and chosen is None and getattr(event, "type", "") == "inserted":
                 # the first layer of the right kind becomes the choice
                 value = getattr(event, "value", None)
                 if value is not None and layer_kind(value) in self.kinds:
-                    self.setCurrentIndex(self.findText(value.name))
+                    self.setCurrentIndex(self._index_of(value))
+            self._chosen = self._layer_at(self.currentIndex())
         finally:
             self.blockSignals(False)
-        if self.currentText() != current:
+        if self._chosen is not chosen:
             self.layer_changed.emit()
 
     def layer(self) -> Any | None:
         """The chosen layer, or None."""
-        name = self.currentText()
-        for layer in self._matching():
-            if layer.name == name:
-                return layer
-        return None
+        return self._chosen
 
     def choose(self, name: str) -> None:
         """Select the layer called ``name``."""
