@@ -141,6 +141,15 @@ def test_missing_pixel_size_is_asked_for(make_napari_viewer, qtbot, monkeypatch)
     widget.run()
     assert shown and "pixel size unknown" in shown[0] and not widget.runner.running
 
+    # a layer scaled in µm is not read as 200 mm pixels, and a typed size must be a positive number
+    viewer.layers["plain"].scale = (200.0, 200.0)
+    for typed, expected in ((None, "untick 'from layer'"), (-0.2, "positive"), (0.0, "positive")):
+        shown.clear()
+        widget.pixel_size.set_value(typed)
+        widget.run()
+        assert len(shown) == 1 and shown[0].startswith("plain: ") and expected in shown[0], shown
+        assert not widget.runner.running
+
 
 @pytest.fixture
 def tiny_flow_weights(tmp_path):

@@ -24,11 +24,30 @@ def layer_pixel_size(layer: Any) -> float | None:
     return None
 
 
+def checked_pixel_size(spacing: float, layer_name: str, typed: bool) -> float:
+    """``spacing`` (mm) if it is a plausible mammogram pixel size, else ``InputError`` naming the layer.
+
+    The core's rule (``mcgenref_core.io.check_pixel_size``: a positive number of at most 5 mm).
+    ``typed`` says whether the user typed it; when it came from the layer's scale, the message
+    says that the scale is read as mm (a layer scaled in µm is the usual cause).
+    """
+    from mcgenref_core.errors import InputError
+    from mcgenref_core.io import check_pixel_size
+
+    try:
+        return check_pixel_size(spacing, layer_name)
+    except InputError as exc:
+        if typed:
+            raise
+        raise InputError(layer_name, f"{exc.problem}; the layer's scale is read as the pixel size in mm: "
+                                     "untick 'from layer' and type the pixel size in mm") from None
+
+
 def mammogram_from_layer(layer: Any, pixel_size_mm: float | None = None):
     """A ``Mammogram`` over the layer's data (not copied) with the layer's (or the given) spacing.
 
     ``pixel_size_mm`` overrides the layer's. Raises ``InputError`` for RGB, multiscale or
-    non-2-D layers. The path is the layer's source file when known, else its name.
+    non-2-D layers, and for a pixel size (typed or the layer's) that is not a plausible one in mm. The path is the layer's source file when known, else its name.
     """
     from mcgenref_core.errors import InputError
     from mcgenref_core.io import Mammogram
@@ -45,8 +64,11 @@ def mammogram_from_layer(layer: Any, pixel_size_mm: float | None = None):
             raise InputError(name, f"has shape {tuple(data.shape)}; a mammogram is one 2-D image")
         data = data.reshape(squeezed)
     metadata = getattr(layer, "metadata", None) or {}
-    spacing = pixel_size_mm if pixel_size_mm else layer_pixel_size(layer)
-    source = "user" if pixel_size_mm else metadata.get("pixel_size_source") or ("layer scale" if spacing else "unknown")
+    typed = pixel_size_mm is not None
+    spacing = pixel_size_mm if typed else layer_pixel_size(layer)
+    if spacing is not None:
+        spacing = checked_pixel_size(spacing, name, typed)
+    source = "user" if typed else metadata.get("pixel_size_source") or ("layer scale" if spacing else "unknown")
     path = Path(metadata.get("path") or name)
     return Mammogram(
         pixels=data,

@@ -115,7 +115,7 @@ class EvaluateWidget(QWidget):
             prediction_from_layers,
             truth_from_layer,
         )
-        from napari_mcgenref._image_source import layer_pixel_size
+        from napari_mcgenref._image_source import checked_pixel_size, layer_pixel_size
 
         if self.runner.running:
             return
@@ -125,9 +125,11 @@ class EvaluateWidget(QWidget):
                 raise McGenRefError(None, "choose a prediction (Labels) and a truth layer (Labels, Points or Shapes)")
             if pred_layer is truth_layer or pred_layer.name == truth_layer.name:
                 raise McGenRefError(truth_layer.name, "is also the prediction; choose another truth layer")
-            spacing = self.pixel_size.value() or layer_pixel_size(pred_layer)
-            if not spacing:
+            typed = self.pixel_size.value()
+            spacing = typed if typed is not None else layer_pixel_size(pred_layer)
+            if spacing is None:
                 raise McGenRefError(pred_layer.name, "pixel size unknown; untick 'from layer' and give it in mm")
+            spacing = checked_pixel_size(spacing, pred_layer.name, typed is not None)
             config = self.settings()
             prediction = prediction_from_layers(pred_layer, spacing, self.prob_picker.layer(), self.image_picker.layer())
             truth = truth_from_layer(truth_layer, pred_layer, prediction.shape)
