@@ -79,14 +79,52 @@ def test_the_chosen_layer_stays_chosen_when_renamed_moved_or_joined(make_napari_
 
 
 @pytest.mark.gui
-def test_reader_gives_the_dicom_spacing_as_layer_scale(make_napari_viewer, write_dicom, tmp_path):
+def test_reader_gives_the_dicom_spacing_as_layer_scale_and_leaves_png_to_napari(make_napari_viewer, write_dicom, tmp_path):
+    from PIL import Image
+
+    path = write_dicom("scan.dcm", PixelSpacing=[0.085, 0.085])
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(path), plugin=PLUGIN)  # napari's own reader claims .dcm too, without the spacing
+    assert len(layers) == 1 and tuple(layers[0].scale) == (0.085, 0.085)
+    assert layers[0].metadata["pixel_size_mm"] == 0.085
+    png = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((6, 7), np.uint8)).save(png)
+    assert viewer.open(str(png))[0].data.shape == (6, 7)  # napari's own reader, no dialog
+
+
+def menu_action(menu, text):
+    """The QAction whose text starts with ``text`` in ``menu`` or its submenus, or None."""
+    for action in menu.actions():
+        if action.text().startswith(text):
+            return action
+        if action.menu() is not None:
+            found = menu_action(action.menu(), text)
+            if found is not None:
+                return found
+    return None
+
+
+@pytest.mark.gui
+def test_the_file_menu_opens_dicom_without_extension(make_napari_viewer, write_dicom, tmp_path, monkeypatch):
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_mcgenref._widgets import _runner
+
     path = write_dicom("scan.dcm", PixelSpacing=[0.085, 0.085])
     bare = tmp_path / "IMG0001"  # DICOM without extension
     bare.write_bytes(path.read_bytes())
+    broken = tmp_path / "IMG0002"
+    broken.write_bytes(b"not an image")
+    shown = []
+    monkeypatch.setattr(_runner, "show_error_message", shown.append)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *args, **kwargs: ([str(broken), str(bare)], "")))
     viewer = make_napari_viewer()
-    layers = viewer.open(str(bare), plugin=PLUGIN)
-    assert len(layers) == 1 and tuple(layers[0].scale) == (0.085, 0.085)
-    assert layers[0].metadata["pixel_size_mm"] == 0.085
+    action = menu_action(viewer.window.file_menu, "Open mammograms of any name...")
+    assert action is not None
+    action.trigger()
+    assert [layer.name for layer in viewer.layers] == ["IMG0001"]
+    assert tuple(viewer.layers[0].scale) == (0.085, 0.085)
+    assert len(shown) == 1 and shown[0].startswith(str(broken))
 
 
 def labels_with_extra_axis():
