@@ -178,3 +178,36 @@ def test_train_the_flow_generator_from_the_same_widget(make_napari_viewer, qtbot
     weights = load_weights(tmp_path / "flow.safetensors")
     assert weights.kind == "flow" and weights.working_pixel_size_mm == 0.2
     assert widget.plot.lines["validation loss"][0] == [2, 4]
+
+
+@pytest.mark.gui
+def test_loading_settings_switches_model_and_refuses_other_files_without_touching_the_form(make_napari_viewer, tmp_path, monkeypatch):
+    from mcgenref_core.errors import InputError
+    from mcgenref_core.train import TrainConfig
+    from mcgenref_core.train_flow import FlowTrainConfig
+    from napari_mcgenref._widgets import _form
+
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-mcgenref", "Train")
+    widget.form.set_field("steps", 17)
+    flow_file = FlowTrainConfig(steps=9, seed=3_000_000_000).save(tmp_path / "flow.json")
+    widget.load_settings(str(flow_file))  # a flow generator's settings: the model choice follows
+    assert widget.model.value() == "flow" and widget.form.config().steps == 9
+    assert widget.form.config().seed == 3_000_000_000  # seeds beyond 32 bits stay exact
+
+    widget.model.set_value("segmentor")
+    assert widget.form.config().steps == 17
+    (tmp_path / "other.json").write_text(json.dumps({"type": "SynthesisConfig", "n_clusters": 2}))
+    (tmp_path / "unrelated.json").write_text(json.dumps({"name": "a JSON of something else"}))
+    for name, expected in (("other.json", "holds SynthesisConfig settings, not TrainConfig"),
+                           ("unrelated.json", "holds no TrainConfig settings")):
+        with pytest.raises(InputError, match=expected):
+            widget.load_settings(str(tmp_path / name))
+    assert widget.model.value() == "segmentor" and widget.form.config().steps == 17
+
+    shown = []
+    monkeypatch.setattr("napari.utils.notifications.show_error", shown.append)
+    big = TrainConfig(steps=5, batch_size=3_000_000_000).save(tmp_path / "big.json")
+    _form._notify_errors(widget.load_settings, str(big))  # what "Load settings..." runs
+    assert len(shown) == 1 and "batch_size: 3000000000 is beyond" in shown[0] and str(big) in shown[0]
+    assert widget.form.config().steps == 17  # the form is left as it was

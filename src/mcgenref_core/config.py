@@ -65,19 +65,25 @@ class StepConfig:
         return write_json_atomic(path, {"type": type(self).__name__, **self.to_dict()})
 
     @classmethod
-    def load(cls: type[C], path: str | os.PathLike, section: str | None = None) -> C:
+    def load(cls: type[C], path: str | os.PathLike, section: str | None = None, required: bool = False) -> C:
         """Read a JSON or TOML file written by :meth:`save` (or a run's record).
 
         ``section`` picks a sub-table (dotted for nested ones, e.g. ``"refine.settings"``) in a
-        run record holding several configs; a record without it gives the defaults.
+        run record holding several configs; a record without it gives the defaults, unless
+        ``required``: then a file holding neither these settings nor the section (another
+        step's saved settings, an unrelated JSON) raises ``InputError`` saying what it holds.
         """
         data = load_config_file(path)
         names = {f.name for f in dataclasses.fields(cls)}
         flat = data.get("type") == cls.__name__ or (set(data) - {"type"}) <= names
+        if required and not flat and isinstance(data.get("type"), str):
+            raise InputError(path, f"holds {data['type']} settings, not {cls.__name__}")
         if section and not flat:
             # a run record holds several configs: "settings", "refine.settings", "train"...
             for part in section.split("."):
                 data = data.get(part) if isinstance(data, dict) else None
+            if data is None and required:
+                raise InputError(path, f"holds no {cls.__name__} settings (neither saved settings nor a {section!r} section)")
             if data is None:  # the record has no such section: defaults
                 data = {}
             elif not isinstance(data, dict):

@@ -105,7 +105,7 @@ class EvaluateWidget(QWidget):
         """Show the settings of a file or of a report's ``settings`` section."""
         from mcgenref_core.evaluation import EvaluationConfig
 
-        self.form.set_config(EvaluationConfig.load(path, section="settings"))
+        self.form.set_config(EvaluationConfig.load(path, section="settings", required=True))
 
     def run(self) -> None:
         """Score the chosen layers in a worker thread."""

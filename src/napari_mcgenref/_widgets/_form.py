@@ -65,10 +65,11 @@ class BoolEditor(FieldEditor):
 
 
 class IntEditor(FieldEditor):
-    """A spin box over the 32-bit integers."""
+    """A spin box over the 32-bit integers; a value beyond them is an ``InputError`` naming the field."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, name: str = "value", parent: QWidget | None = None):
         super().__init__(parent)
+        self.name = name
         self.spin = QSpinBox()
         self.spin.setRange(-INT_LIMIT, INT_LIMIT)
         self._row(self.spin)
@@ -78,7 +79,35 @@ class IntEditor(FieldEditor):
         return int(self.spin.value())
 
     def set_value(self, value: Any) -> None:
-        self.spin.setValue(int(value))
+        from mcgenref_core.errors import InputError
+
+        number = int(value)
+        if abs(number) > INT_LIMIT:
+            raise InputError(self.name, f"{number} is beyond what this field holds (±{INT_LIMIT})")
+        self.spin.setValue(number)
+
+
+class SeedEditor(FieldEditor):
+    """A line edit for a random seed: any whole number, as large as numpy and torch take."""
+
+    def __init__(self, name: str = "seed", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.name = name
+        self.line = QLineEdit()
+        self._row(self.line)
+        self.line.textChanged.connect(self.changed)
+
+    def value(self) -> int:
+        from mcgenref_core.errors import InputError
+
+        text = self.line.text().strip()
+        try:
+            return int(text)
+        except ValueError:
+            raise InputError(self.name, f"{text!r} is not a whole number") from None
+
+    def set_value(self, value: Any) -> None:
+        self.line.setText(str(int(value)))
 
 
 class FloatEditor(FieldEditor):
@@ -196,7 +225,7 @@ class TupleEditor(FieldEditor):
 
     def __init__(self, kinds: Sequence[type], name: str = "value", parent: QWidget | None = None):
         super().__init__(parent)
-        self.parts: list[FieldEditor] = [IntEditor() if k is int else FloatEditor(name) for k in kinds]
+        self.parts: list[FieldEditor] = [IntEditor(name) if k is int else FloatEditor(name) for k in kinds]
         self._row(*self.parts)
         for part in self.parts:
             part.changed.connect(self.changed)
@@ -285,7 +314,7 @@ def editor_for(name: str, hint: Any, default: Any, placeholder_for_none: str = "
     if inner is bool:
         return BoolEditor()
     if inner is int:
-        return IntEditor()
+        return SeedEditor(name) if name == "seed" or name.endswith("_seed") else IntEditor(name)
     if inner is float:
         return FloatEditor(name)
     if typing.get_origin(inner) is tuple:
@@ -345,14 +374,22 @@ class ConfigForm(QWidget):
         self.set_config(self._value)
 
     def set_config(self, config: Any) -> None:
-        """Show ``config`` (every editor, hidden fields remembered) without emitting per field."""
-        self._value = config
+        """Show ``config`` (every editor, hidden fields remembered) without emitting per field.
+
+        A value an editor cannot show raises its ``InputError`` and leaves the form as it was.
+        """
+        previous = self._value
         self.blockSignals(True)
         try:
             for name, editor in self.editors.items():
                 editor.set_value(getattr(config, name))
+        except Exception:
+            for name, editor in self.editors.items():
+                editor.set_value(getattr(previous, name))
+            raise
         finally:
             self.blockSignals(False)
+        self._value = config
         self.changed.emit()
 
     def values(self) -> dict[str, Any]:
@@ -406,7 +443,7 @@ class ConfigFileButtons(QWidget):
 
 
 def _notify_errors(action: Callable[[str], Any], path: str) -> None:
-    """Run ``action(path)``; a bad file becomes an error notification."""
+    """Run ``action(path)``; a bad file becomes an error notification naming it."""
     from mcgenref_core.errors import McGenRefError
 
     try:
@@ -414,4 +451,4 @@ def _notify_errors(action: Callable[[str], Any], path: str) -> None:
     except McGenRefError as exc:
         from napari.utils.notifications import show_error
 
-        show_error(exc.message)
+        show_error(exc.message if exc.source == path else f"{path}: {exc.message}")

@@ -230,7 +230,7 @@ class SegmentWidget(QWidget):
         from mcgenref_core.refine import RefineConfig
         from mcgenref_core.segment import InferenceConfig
 
-        self.form.set_config(InferenceConfig.load(path, section="settings"))
+        self.form.set_config(InferenceConfig.load(path, section="settings", required=True))
         self.refine_form.set_config(RefineConfig.load(path, section="refine.settings"))
         refine = load_config_file(path).get("refine")
         self.refine_box.setChecked(bool(isinstance(refine, dict) and refine.get("enabled", False)))

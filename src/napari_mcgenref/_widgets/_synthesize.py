@@ -109,7 +109,7 @@ class SynthesizeWidget(QWidget):
         """Show the synthesis settings of a file (or of a weights' training record section)."""
         from mcgenref_core.synth import SynthesisConfig
 
-        self.form.set_config(SynthesisConfig.load(path, section="synthesis"))
+        self.form.set_config(SynthesisConfig.load(path, section="synthesis", required=True))
 
     def preview(self) -> None:
         """Insert clusters into the chosen image in a worker; layers follow on the GUI thread."""

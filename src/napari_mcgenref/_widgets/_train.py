@@ -131,8 +131,17 @@ class TrainWidget(QWidget):
         return self.form.config().save(path)
 
     def load_settings(self, path: str) -> None:
-        """Show the training settings of a file, a log or a weights' training record."""
-        self.form.set_config(self.form.config_cls.load(path, section="train"))
+        """Show the training settings of a file, a log or a weights' training record.
+
+        Saved settings of the other model switch the model choice to it first.
+        """
+        from mcgenref_core.config import load_config_file
+
+        saved_type = load_config_file(path).get("type")
+        for kind, form in self.forms.items():
+            if saved_type == form.config_cls.__name__:
+                self.model.set_value(kind)
+        self.form.set_config(self.form.config_cls.load(path, section="train", required=True))
 
     def synthesis_config(self):
         """The synthesis settings chosen (defaults when no file is given)."""
