@@ -79,3 +79,20 @@ def test_metadata_is_required_and_architecture_must_fit(tmp_path):
     path = save_weights(tmp_path / "unknown.safetensors", model.state_dict(), unknown)
     with pytest.raises(InputError, match="unknown architecture"):
         load_weights(path).build_model()
+
+
+def test_weights_of_the_other_kind_are_refused_by_name_and_as_a_file(tmp_path):
+    from mcgenref_core.models.weights import registry, resolve_weights
+
+    if "flow-film-0.2mm" not in registry():
+        pytest.skip("no bundled flow generator")
+    with pytest.raises(InputError, match=r"^flow-film-0.2mm: is flow weights; --weights needs segmentor weights$"):
+        resolve_weights("flow-film-0.2mm", "segmentor", 0.2)
+    with pytest.raises(InputError, match="is segmentor weights; --flow-weights needs flow weights"):
+        resolve_weights("film-0.2mm", "flow", 0.2)
+    meta = {"kind": "segmentor", "architecture": {"name": "UNet", "kwargs": {"base_channels": 4, "depth": 2}},
+            "working_pixel_size_mm": 0.2}
+    path = save_weights(tmp_path / "seg.safetensors", UNet(base_channels=4, depth=2).state_dict(), meta)
+    with pytest.raises(InputError, match=f"^{path}: is segmentor weights; --init-flow needs flow weights"):
+        resolve_weights(path, "flow", option="--init-flow")
+    assert resolve_weights(path, "segmentor").kind == "segmentor"

@@ -503,9 +503,7 @@ def load_matching_weights(spec: str | None, kind: str, pixel_size_mm: float, opt
     work at another pixel size than ``pixel_size_mm`` (``option``: the flag that named them)."""
     from .models.weights import resolve_weights
 
-    weights = resolve_weights(spec, kind, pixel_size_mm)
-    if weights.kind != kind:
-        raise InputError(weights.path, f"is {weights.kind} weights; {option} needs {kind} weights")
+    weights = resolve_weights(spec, kind, pixel_size_mm, option=option)  # refuses weights of another kind
     if abs(float(weights.working_pixel_size_mm) - pixel_size_mm) > 1e-9:
         raise InputError(weights.path, f"works at {weights.working_pixel_size_mm} mm, training at {pixel_size_mm} mm ({option})")
     return weights

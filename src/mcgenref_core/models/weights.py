@@ -224,26 +224,33 @@ def registry() -> dict[str, dict[str, Any]]:
 
 
 def resolve_weights(spec: str | os.PathLike | None, kind: str = "segmentor", pixel_size_mm: float | None = None,
-                    regime: str | None = None) -> Weights:
+                    regime: str | None = None, option: str | None = None) -> Weights:
     """Load weights by registry name, by path, or the default for ``kind`` and the input.
 
     The default is the bundled weights of ``regime`` (``"film"`` or ``"digital"``) when given,
-    else of the regime of ``pixel_size_mm`` (:func:`regime_for_pixel_size`).
+    else of the regime of ``pixel_size_mm`` (:func:`regime_for_pixel_size`). Weights of another
+    kind (a flow generator given as the segmentor, or the reverse) raise ``InputError``;
+    ``option`` names the flag that gave them in that message (default ``--weights`` or
+    ``--flow-weights``).
     """
     reg = registry()
+    option = option or ("--flow-weights" if kind == "flow" else "--weights")
     if spec is None:
         name = default_weights_name(kind, pixel_size_mm, regime)
         if name is None:
-            option = "--flow-weights" if kind == "flow" else "--weights"
             raise InputError(option, f"no bundled {kind} weights in this installation; pass {option} FILE")
         spec = name
     if isinstance(spec, str) and spec in reg:
         entry = reg[spec]
-        return load_weights(_bundled_dir() / entry["file"], expected_sha256=entry.get("sha256"), name=spec)
-    path = Path(spec)
-    if not path.exists() and isinstance(spec, str) and os.sep not in spec and not path.suffix:
-        raise InputError(spec, f"is neither a weights file nor a bundled name ({', '.join(reg) or 'none bundled'})")
-    return load_weights(path)
+        weights = load_weights(_bundled_dir() / entry["file"], expected_sha256=entry.get("sha256"), name=spec)
+    else:
+        path = Path(spec)
+        if not path.exists() and isinstance(spec, str) and os.sep not in spec and not path.suffix:
+            raise InputError(spec, f"is neither a weights file nor a bundled name ({', '.join(reg) or 'none bundled'})")
+        weights = load_weights(path)
+    if weights.kind != kind:
+        raise InputError(weights.name or weights.path, f"is {weights.kind} weights; {option} needs {kind} weights")
+    return weights
 
 
 #: the regimes a bundled model serves; pixels of at least this edge (mm) are film, finer ones digital
