@@ -121,6 +121,22 @@ def test_blank_image_gives_no_detections(film_weights):
     assert result.labels.max() == 0 and result.record["mcs"] == [] and result.prob.max() == 0
 
 
+def test_nan_and_infinite_pixels_are_read_as_background_and_noted(film_weights):
+    clean = read_mammogram(sample_path("mdb209"))
+    pixels = clean.to_numpy().astype(np.float32)
+    pixels[:, :40] = np.nan  # a stripe outside the breast, as a processing pipeline may leave
+    pixels[600, 300] = np.inf
+    mammo = Mammogram(pixels=pixels, pixel_size_mm=0.2, path=sample_path("mdb209"), file_format="tiff")
+    result = segment(mammo, InferenceConfig(device="cpu"), weights=film_weights)
+    expected = segment(clean, InferenceConfig(device="cpu"), weights=film_weights)
+    assert np.isfinite(result.prob).all()
+    assert result.record["notes"] == ["40961 pixels were NaN or infinite; read as the image's lowest value (background)"]
+    assert expected.record["notes"] == [] and len(expected.record["mcs"]) > 20
+    # the same MCs as the clean image, give or take the one pixel set to the background value
+    assert abs(len(result.record["mcs"]) - len(expected.record["mcs"])) <= 1
+    assert (result.labels > 0).sum() >= 0.95 * (expected.labels > 0).sum()
+
+
 def test_unknown_pixel_size_is_refused_clearly(film_weights, tmp_path):
     mammo = Mammogram(pixels=np.zeros((64, 64), np.uint8), pixel_size_mm=None, path=tmp_path / "x.png", file_format="png")
     with pytest.raises(InputError, match="pixel size unknown"):

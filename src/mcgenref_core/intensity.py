@@ -9,6 +9,34 @@ from __future__ import annotations
 import numpy as np
 
 
+def fill_nonfinite(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """``image`` with NaN and infinite pixels set to its lowest finite value, and their count.
+
+    Non-finite pixels (float TIFFs from processing pipelines may carry NaN outside the field)
+    would turn every percentile and every blurred neighbourhood into NaN. Set to the lowest
+    value they read as background. Integer images and images without such pixels come back as
+    they are (not copied); an image without any finite pixel becomes zeros.
+
+    Parameters
+    ----------
+    image
+        (H, W) any real dtype.
+
+    Returns
+    -------
+    tuple
+        ((H, W) array of the same dtype, number of pixels replaced).
+    """
+    if image.dtype.kind != "f":
+        return image, 0
+    finite = np.isfinite(image)
+    count = int(finite.size - np.count_nonzero(finite))
+    if count == 0:
+        return image, 0
+    low = image[finite].min() if count < finite.size else 0
+    return np.where(finite, image, low).astype(image.dtype, copy=False), count
+
+
 def robust_normalize(
     image: np.ndarray,
     mask: np.ndarray | None = None,

@@ -99,7 +99,7 @@ def segment_steps(
     """
     from .breast import breast_mask
     from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
-    from .intensity import resample, resample_to_spacing, robust_normalize
+    from .intensity import fill_nonfinite, resample, resample_to_spacing, robust_normalize
     from .models.weights import resolve_weights
     from .postprocess import cluster_mcs, describe_mcs, keep_anchored, label_mcs
     from .tiling import iter_tiled_logits
@@ -122,10 +122,11 @@ def segment_steps(
     working = weights.working_pixel_size_mm
     yield Progress("prepare", 0, 1)
 
-    image = mammo.to_numpy()
+    image, nonfinite = fill_nonfinite(mammo.to_numpy())
+    notes = [f"{nonfinite} pixels were NaN or infinite; read as the image's lowest value (background)"] if nonfinite else []
     breast = breast_mask(image, spacing)
     if not breast.any():  # blank image: nothing to find, and nothing to run
-        return _empty_result(mammo, image, breast, config, weights, device, time.perf_counter() - t0)
+        return _empty_result(mammo, image, breast, config, weights, device, time.perf_counter() - t0, notes)
     norm = robust_normalize(image, breast)
     norm_w = resample_to_spacing(norm, spacing, working)
     breast_w = resample_to_spacing(breast, spacing, working, order=0) if norm_w.shape != norm.shape else breast
@@ -177,6 +178,7 @@ def segment_steps(
         "software": _versions(),
         "timing": {k: round(v, 3) for k, v in timings.items()},
         "breast_area_cm2": round(float(breast.sum()) * spacing**2 / 100.0, 3),
+        "notes": notes,
         "mcs": [dataclasses.asdict(d) for d in mcs],
         "clusters": [dataclasses.asdict(c) for c in clusters],
     }
@@ -285,7 +287,7 @@ def tile_overlap(config: InferenceConfig, model) -> float:
     return whole_image_overlap(config.tile, tile_rim_px(model))
 
 
-def _empty_result(mammo, image, breast, config, weights, device, seconds) -> SegmentationResult:
+def _empty_result(mammo, image, breast, config, weights, device, seconds, notes=()) -> SegmentationResult:
     """The result for an image without breast tissue: no MCs, probability 0 everywhere."""
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": mammo.pixel_size_mm},
@@ -296,7 +298,7 @@ def _empty_result(mammo, image, breast, config, weights, device, seconds) -> Seg
         "software": _versions(),
         "timing": {"total_s": round(seconds, 3)},
         "breast_area_cm2": 0.0,
-        "notes": ["no breast tissue found: the image is blank or holds only background"],
+        "notes": [*notes, "no breast tissue found: the image is blank or holds only background"],
         "mcs": [],
         "clusters": [],
     }

@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
             result = _drive(steps, f"segment {mammo.stem}", args.quiet)
             write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)
             print(f"{image}: {len(result.record['mcs'])} MCs, {len(result.record['clusters'])} clusters -> {Path(args.out) / mammo.stem}.*", file=sys.stderr)
+            for note in result.record.get("notes", []):
+                print(f"mcgenref: note: {image}: {note}", file=sys.stderr)
             differing = (result.record.get("refine") or {}).get("output_threshold_settings_differ") or []
             if differing:
                 print(f"mcgenref: note: {image}: refined maps read at the threshold calibrated under other TT-GPR settings "
