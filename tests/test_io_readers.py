@@ -77,6 +77,23 @@ def test_tiff_resolution_gives_spacing(tmp_path):
     assert read_mammogram(tmp_path / "n.tif").pixel_size_mm is None
 
 
+@pytest.mark.parametrize("compression", ["tiff_lzw", "jpeg"])
+def test_lzw_and_jpeg_tiffs_read_without_imagecodecs(tmp_path, compression):
+    pixels = read_mammogram(sample_path("mdb209")).to_numpy()
+    path = tmp_path / f"{compression}.tif"
+    Image.fromarray(pixels).save(path, compression=compression, dpi=(127, 127))
+    mammo = read_mammogram(path)
+    assert mammo.shape == (1024, 1024) and mammo.to_numpy().dtype == np.uint8
+    if compression == "tiff_lzw":
+        np.testing.assert_array_equal(mammo.to_numpy(), pixels)  # lossless
+        wide = tmp_path / "lzw16.tif"
+        Image.fromarray(pixels.astype(np.uint16) * 16).save(wide, compression="tiff_lzw")
+        np.testing.assert_array_equal(read_mammogram(wide).to_numpy(), pixels.astype(np.uint16) * 16)
+    else:
+        assert np.abs(mammo.to_numpy().astype(int) - pixels).mean() < 3  # lossy
+    assert mammo.pixel_size_mm == pytest.approx(25.4 / 127, rel=1e-3)
+
+
 def test_large_tiff_reads_lazily(tmp_path):
     img = np.random.default_rng(1).integers(0, 65535, (700, 500), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "big.tif", img, tile=(256, 256))

@@ -317,7 +317,11 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
             nbytes = int(np.prod(shape)) * dtype.itemsize
             _check_tiff_data(path, page, nbytes, path.stat().st_size)
             use_lazy = lazy if lazy is not None else nbytes > LAZY_BYTES
-            if use_lazy:
+            by_pillow = not _tifffile_decodes(page)
+            use_lazy = use_lazy and not by_pillow
+            if by_pillow:  # LZW, JPEG...: what tifffile leaves to imagecodecs, Pillow decodes
+                pixels = _pillow_tiff_pixels(path, page).reshape(squeezed)
+            elif use_lazy:
                 import dask.array as da
                 import zarr
 
@@ -348,6 +352,37 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
         original_photometric="MONOCHROME1" if inverted else "MONOCHROME2",
     )
     return _with_name_hints(mammo)
+
+
+#: TIFF compressions tifffile decodes by itself (none, deflate, PackBits); others need imagecodecs
+_TIFFFILE_NATIVE_COMPRESSIONS = {1, 8, 32946, 32773}
+
+
+def _tifffile_decodes(page) -> bool:
+    """Can tifffile decode ``page`` here (a compression of its own, or imagecodecs installed)?"""
+    if int(getattr(page, "compression", 1)) in _TIFFFILE_NATIVE_COMPRESSIONS:
+        return True
+    try:
+        import imagecodecs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _pillow_tiff_pixels(path: Path, page) -> np.ndarray:
+    """The first page of a TIFF decoded by Pillow (for LZW or JPEG compression without imagecodecs)."""
+    from PIL import Image
+
+    compression = getattr(getattr(page, "compression", None), "name", "this")
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image)
+    except Exception as exc:
+        raise InputError(path, f"{compression} compressed TIFF that Pillow cannot decode ({_short(exc)}); "
+                               "`pip install imagecodecs` lets tifffile read it") from None
+    if pixels.ndim != 2:
+        raise InputError(path, f"{compression} compressed TIFF decodes to shape {pixels.shape}; a mammogram must be one 2-D greyscale image")
+    return pixels
 
 
 #: Most bytes one compressed byte can decode to, per TIFF compression code (deflate 1032:1,
