@@ -23,7 +23,7 @@ from mcgenref_core.io import read_mammogram
 from mcgenref_core.io.results import write_segmentation
 from mcgenref_core.models.weights import resolve_weights
 from mcgenref_core.samples import SAMPLES, sample_annotations, sample_path
-from mcgenref_core.segment import InferenceConfig, Progress, segment_steps
+from mcgenref_core.segment import InferenceConfig, Progress, reading_regime, segment_steps
 from mcgenref_core.steps import run_to_end
 
 
@@ -51,19 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     inference.save(args.out / "inference.json")
 
-    weights = None
+    weights_by_regime = {}
     for name in SAMPLES:
         # 2. load: pixels plus spacing (mini-MIAS is recognised at 0.2 mm)
         mammo = read_mammogram(sample_path(name))
         print(f"{mammo.stem}: {mammo.shape[0]}x{mammo.shape[1]} px at {mammo.pixel_size_mm} mm", file=sys.stderr)
-        # 3. weights chosen by pixel size, loaded once and reused for every image
-        if weights is None:
-            weights = resolve_weights(inference.weights, "segmentor", mammo.pixel_size_mm)
+        # 3. weights as segment() would choose them (reading_regime: --regime, else what the file
+        #    says it is, else its pixel size), loaded once per regime and reused
+        regime = reading_regime(inference, mammo)[0]
+        if regime not in weights_by_regime:
+            weights_by_regime[regime] = resolve_weights(inference.weights, "segmentor", mammo.pixel_size_mm, regime)
+        weights = weights_by_regime[regime]
         # 4. segment (and refine): a generator of progress events run to its result
         result = run_to_end(segment_steps(mammo, inference, weights=weights, refine_config=refine), show_progress)
         # 5. save: labels, probability, JSON record and MC table, written atomically
         write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm)
-        print(f"    {len(result.record['mcs'])} MCs in {len(result.record['clusters'])} clusters", file=sys.stderr)
+        print(f"    {len(result.record['mcs'])} MCs in {len(result.record['clusters'])} clusters ({result.record['weights']['name']})", file=sys.stderr)
 
     # 6. evaluate against the circles of the bundled Info.txt (cluster level)
     report = evaluate(args.out, sample_annotations(), EvaluationConfig(format="mias", bootstrap=0))
