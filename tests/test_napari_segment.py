@@ -68,6 +68,15 @@ def test_segment_layer_equals_the_core_and_carries_the_record(viewer_with_sample
     saved = widget.save_settings(str(tmp_path / "settings.json"))
     assert InferenceConfig.load(saved, section="settings") == InferenceConfig(device="cpu", batch_size=4)
 
+    # a second run without the probability layer takes the first run's away; a layer of the
+    # user's that happens to share a result's name stays
+    widget.probability_box.setChecked(False)
+    viewer.add_image(np.zeros((4, 4)), name="other MC probability")
+    widget.run()
+    assert wait_done(qtbot, widget) == "returned"
+    assert "mdb209 MC probability" not in viewer.layers and "other MC probability" in viewer.layers
+    assert "mdb209 MCs" in viewer.layers and "mdb209 clusters" in viewer.layers
+
 
 def test_cancel_stops_within_one_tile_and_adds_no_layer(viewer_with_sample, qtbot, monkeypatch):
     import mcgenref_core.device as device

@@ -247,3 +247,41 @@ def test_a_bad_entry_names_its_field(qtbot):
     overlap.inner.line.setText("0.99")
     with pytest.raises(InputError, match="overlap"):  # the dataclass's own check
         form.config()
+
+
+@pytest.mark.gui
+def test_a_destroyed_dock_stops_its_job_and_drops_late_events(qtbot):
+    """Closing the viewer destroys the dock while its job runs: the job stops, nothing raises."""
+    import threading
+    import time
+
+    from qtpy.QtCore import QEvent
+    from qtpy.QtWidgets import QApplication
+
+    from napari_mcgenref._widgets._runner import JobRunner
+
+    runner = JobRunner()
+    started, stopped = threading.Event(), threading.Event()
+
+    def steps():
+        try:
+            for i in range(100_000):
+                started.set()
+                time.sleep(0.002)
+                yield ("step", i, 100_000)
+        finally:
+            stopped.set()
+
+    worker = runner.start(steps(), on_result=lambda value: None, describe=lambda event: event)
+    assert started.wait(10)
+    with qtbot.capture_exceptions() as exceptions:
+        runner.deleteLater()
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+        deadline = time.monotonic() + 10
+        while not stopped.is_set() and time.monotonic() < deadline:
+            QApplication.processEvents()
+        for _ in range(20):  # events queued before the stop arrive now
+            QApplication.processEvents()
+            time.sleep(0.005)
+    assert stopped.is_set() and not exceptions, exceptions
+    del worker

@@ -67,6 +67,10 @@ def cluster_ellipses(clusters: list[dict[str, Any]], pixel_size_mm: float, min_r
     return boxes
 
 
+#: the suffixes of the layer names :func:`segmentation_layer_data` gives (after the image's name)
+RESULT_LAYER_SUFFIXES = (" MC probability", " clusters", " TT-GPR crops", " TT-GPR seeds", " MCs")
+
+
 def segmentation_layer_data(
     result,
     name: str,

@@ -50,7 +50,6 @@ class EvaluateWidget(QWidget):
         self.pixel_size = OptionalEditor(FloatEditor("pixel size"), 0.2, auto_text="from layer")
         self.pixel_size.set_value(None)
         self.form = ConfigForm(EvaluationConfig, hidden=FILE_FIELDS)
-        self.form.set_field("bootstrap", 200)
         self.evaluate_button = QPushButton("Evaluate")
         self.runner = JobRunner()
         self.table = QPlainTextEdit()

@@ -147,10 +147,23 @@ class JobRunner(QWidget):
         self.status.setText(f"{label}…")
         self.cancel_button.setEnabled(True)
         worker = create_worker(guarded, steps, _start_thread=False, _worker_class=closing_worker_class())
-        worker.yielded.connect(lambda event: self._on_yielded(event, describe, on_event))
-        worker.returned.connect(lambda value: self._on_returned(value, on_result))
-        worker.aborted.connect(self._on_aborted)
-        worker.finished.connect(self._on_finished)
+        alive = [True]  # False once the dock is destroyed (viewer closed): late events are dropped
+
+        def while_alive(handler: Callable[..., None]) -> Callable[..., None]:
+            def call(*args: Any) -> None:
+                if alive[0]:
+                    handler(*args)
+            return call
+
+        def dock_destroyed(*_: Any) -> None:
+            alive[0] = False
+            worker.quit()
+
+        self.destroyed.connect(dock_destroyed)
+        worker.yielded.connect(while_alive(lambda event: self._on_yielded(event, describe, on_event)))
+        worker.returned.connect(while_alive(lambda value: self._on_returned(value, on_result)))
+        worker.aborted.connect(while_alive(self._on_aborted))
+        worker.finished.connect(while_alive(self._on_finished))
         self.worker = worker
         worker.start()
         return worker

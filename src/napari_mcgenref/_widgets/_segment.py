@@ -278,11 +278,19 @@ class SegmentWidget(QWidget):
 
     def _show_result(self, result, source: dict[str, Any]) -> None:
         """Add the result layers (GUI thread)."""
-        from napari_mcgenref._layers import segmentation_layer_data
+        from napari_mcgenref._layers import RESULT_LAYER_SUFFIXES, segmentation_layer_data
 
         layers = segmentation_layer_data(result, source["name"], source["scale"], source["translate"],
                                          with_probability=self.probability_box.isChecked())
         put_layers(self.viewer, layers)
+        # an earlier run's layers of this image that this run does not make (probability, TT-GPR) go
+        kept = {kwargs["name"] for _, kwargs, _ in layers}
+        for suffix in RESULT_LAYER_SUFFIXES:
+            name = source["name"] + suffix
+            if name not in kept and name in self.viewer.layers:
+                layer = self.viewer.layers[name]
+                if layer.metadata.get("source_layer") == source["name"] and "record" in layer.metadata:
+                    self.viewer.layers.remove(layer)
         self.last_result = result
         self.last_stem = source["stem"]
         self.save_results_button.setEnabled(True)
