@@ -58,6 +58,21 @@ class StepConfig:
     def validate(self) -> None:
         """Raise ``InputError`` if a field has an impossible value. Subclasses extend it."""
 
+    def check(self: C) -> C:
+        """Raise ``InputError`` for a field of the wrong type or an impossible value; return self.
+
+        What the steps run first, so that a config built in Python (which ``from_dict``,
+        ``replace`` and ``load`` would have validated) fails with the field's name too.
+        """
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            expected = _type_mismatch(value, hints.get(f.name))
+            if expected:
+                raise InputError(f"--{f.name.replace('_', '-')}", f"{f.name} must be {expected}, got {value!r}")
+        self.validate()
+        return self
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the config as JSON (atomically) and return the path."""
         from .io.writers import write_json_atomic
@@ -76,6 +91,8 @@ class StepConfig:
         data = load_config_file(path)
         names = {f.name for f in dataclasses.fields(cls)}
         flat = data.get("type") == cls.__name__ or (set(data) - {"type"}) <= names
+        if required and not flat and "type" not in data and set(data) & names and not (section and section.split(".")[0] in data):
+            flat = True  # these settings with a misspelt or foreign key: from_dict names it
         if required and not flat and isinstance(data.get("type"), str):
             raise InputError(path, f"holds {data['type']} settings, not {cls.__name__}")
         if section and not flat:
@@ -119,15 +136,59 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} in a config")
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Convert a JSON value to the field's annotated type (tuple, float, int, Optional...)."""
+def _union_member(value: Any, hint: Any) -> Any:
+    """The annotation ``value`` is to fit: ``hint`` itself unless it is a union; for a union,
+    None when ``value`` is None and None is allowed, its one member other than None, else Any."""
     origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0]) if len(inner) == 1 else value
+        return inner[0] if len(inner) == 1 else Any
+    return hint
+
+
+def _type_mismatch(value: Any, hint: Any) -> str | None:
+    """What ``value`` should be to fit the annotation ``hint`` ("a whole number", ...), or None if it fits.
+
+    Numbers follow Python's tower (an int fits a float field, a bool fits neither); containers
+    are checked one level deep; annotations other than plain types, tuples and optionals pass.
+    """
+    import numbers
+
+    hint = _union_member(value, hint)
+    if hint is None or hint is Any:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return "a sequence"
+        items = [(v, args[0]) for v in value] if len(args) == 2 and args[1] is Ellipsis else list(zip(value, args))
+        if args and not (len(args) == 2 and args[1] is Ellipsis) and len(args) != len(value):
+            return f"{len(args)} values"
+        return next((f"a sequence of {problem.removeprefix('a ')}s" for v, a in items if (problem := _type_mismatch(v, a))), None)
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, numbers.Integral) and not isinstance(value, bool) else "a whole number"
+    if hint is float:
+        return None if isinstance(value, numbers.Real) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "text"
+    return None
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """Convert a JSON value to the field's annotated type (tuple, float, int, Optional...)."""
+    hint = _union_member(value, hint)
+    if hint is None:
+        return None
+    if hint is Any:
+        return value
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
     if origin in (tuple,):
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"expected a list, got {value!r}")
@@ -153,5 +214,7 @@ def _coerce(value: Any, hint: Any) -> Any:
             raise TypeError(f"expected true/false, got {value!r}")
         return value
     if hint is str:
-        return str(value)
+        if not isinstance(value, str):
+            raise TypeError(f"expected text, got {value!r}")
+        return value
     return value

@@ -88,6 +88,10 @@ class RefineConfig(StepConfig):
         for name in ("rounds", "draws", "euler_steps", "max_crops", "crop_batch"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
+        from .device import PRECISIONS
+
+        if self.precision not in ("auto", *PRECISIONS):
+            raise bad("precision", f"unknown precision {self.precision!r}; choose from auto, {', '.join(PRECISIONS)}")
         if self.surrogate not in SURROGATES:
             raise bad("surrogate", f"must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
         if self.evidence_window_px < 1 or self.evidence_window_px % 2 == 0:
@@ -344,7 +348,7 @@ def refine_steps(logits_w: np.ndarray, image_w: np.ndarray, breast_w: np.ndarray
     from .segment import Progress
     from .tiling import BACKGROUND_LOGIT, pad_to_tile, plan_tiles
 
-    config = config or RefineConfig()
+    config = (config or RefineConfig()).check()
     config.validate()
     started = time.perf_counter()
     base = np.asarray(logits_w, np.float32)

@@ -45,7 +45,7 @@ class InferenceConfig(StepConfig):
     cluster_min_mcs: int = field(default=3, metadata={"help": "MCs needed to call a cluster"})
 
     def validate(self) -> None:
-        from .device import DEVICES
+        from .device import DEVICES, PRECISIONS
 
         if self.device not in DEVICES:
             raise InputError("--device", f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
@@ -63,6 +63,10 @@ class InferenceConfig(StepConfig):
             raise InputError("--anchor-threshold", f"anchor must be a probability in (0, 1), got {self.anchor_threshold}")
         if self.cluster_min_mcs < 1 or self.cluster_link_mm <= 0:
             raise InputError("--cluster-min-mcs", "cluster settings must be positive")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise InputError("--precision", f"unknown precision {self.precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+        if not 0 <= self.min_area_mm2 < self.max_area_mm2:
+            raise InputError("--min-area-mm2", f"needs 0 <= min area < max area (mm²), got {self.min_area_mm2} and {self.max_area_mm2}")
 
 
 @dataclass
@@ -94,8 +98,39 @@ def segment_steps(
     """Segment ``mammo``; yields :class:`Progress`, returns :class:`SegmentationResult`.
 
     ``weights`` may be a loaded :class:`~mcgenref_core.models.weights.Weights` (reused across
-    images); otherwise ``config.weights`` is resolved. ``refine_config`` (a
-    ``RefineConfig``) runs TT-GPR on the logits when given and enabled.
+    images); otherwise ``config.weights`` is resolved, and without it the bundled segmentor of
+    the image's regime (:func:`reading_regime`: ``config.regime``, else what the file says it
+    is, else its pixel size). To load the weights yourself and get the model this would pick,
+    pass that regime: ``resolve_weights(config.weights, "segmentor", mammo.pixel_size_mm,
+    reading_regime(config, mammo)[0])``. ``refine_config`` (a ``RefineConfig``) runs TT-GPR on
+    the logits when given and enabled.
+
+    Progress stages: ``"prepare"`` (0/1, 1/1), ``"segment"`` (tile batches), ``"refine"`` (with
+    TT-GPR). Closing the generator between two events cancels the run.
+
+    Two pixel grids: the *input grid* is ``mammo``'s, (H, W) = ``mammo.shape`` at
+    ``mammo.pixel_size_mm``; the *working grid* is the same field of view at the weights'
+    ``working_pixel_size_mm`` (0.2 mm film, 0.07 mm digital), (h, w) = (H, W) scaled by
+    ``mammo.pixel_size_mm / working_pixel_size_mm`` and rounded (the input grid itself when the
+    two agree). The network and TT-GPR run on the working grid; the result is on the input grid
+    except ``logits_working``:
+
+    - ``labels``: (H, W) uint16 (uint32 past 65535 MCs), input grid; 0 = background, MC ids
+      1..n, the ``id`` of ``record["mcs"]``.
+    - ``prob``: (H, W) float32 MC probability in [0, 1], input grid (bilinear from the working
+      grid); 0 outside the breast.
+    - ``breast``: (H, W) bool breast mask, input grid.
+    - ``logits_working``: (h, w) float32 logits (before the sigmoid; after TT-GPR when refined),
+      working grid; ``None`` for an image without breast tissue.
+    - ``record``: JSON-ready dict, what ``io.results.write_segmentation`` saves as
+      ``STEM.json``: ``input``, ``settings``, ``run`` (regime, device, thresholds used),
+      ``refine``, ``weights`` (name, path, SHA-256, ``working_pixel_size_mm``), ``software``,
+      ``timing`` (seconds), ``breast_area_cm2``, ``notes``, ``mcs`` (per MC: ``id``,
+      ``centroid_rc`` (row, col) in input-grid pixels, ``area_mm2``, ``score`` = peak
+      probability, ``cluster`` id or 0) and ``clusters`` (``id``, ``members`` (MC ids),
+      ``centroid_rc`` in input-grid pixels, ``extent_mm``).
+
+    Raises ``InputError`` for a mammogram without a pixel size or for bad settings.
     """
     from .breast import breast_mask
     from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
@@ -104,7 +139,7 @@ def segment_steps(
     from .postprocess import cluster_mcs, describe_mcs, keep_anchored, label_mcs
     from .tiling import iter_tiled_logits
 
-    config = config or InferenceConfig()
+    config = (config or InferenceConfig()).check()
     if config.tta and refine_config is not None and getattr(refine_config, "enabled", True):
         raise InputError("--tta", "TT-GPR refines the plain segmentor's logits and has its own threshold; choose --tta or --refine, not both")
     timings: dict[str, float] = {}
@@ -307,7 +342,16 @@ def _empty_result(mammo, image, breast, config, weights, device, seconds, notes=
 
 
 def segment(mammo: Mammogram, config: InferenceConfig | None = None, weights=None, refine_config=None) -> SegmentationResult:
-    """:func:`segment_steps` run to the end."""
+    """:func:`segment_steps` run to the end (no progress events): the same weights choice and
+    the same :class:`SegmentationResult`.
+
+    ``labels`` (H, W) uint16/uint32 MC ids (0 = background), ``prob`` (H, W) float32 in [0, 1]
+    and ``breast`` (H, W) bool are on the input grid (``mammo``'s pixels, at
+    ``mammo.pixel_size_mm``); ``logits_working`` (h, w) float32 is on the weights' working-pixel
+    grid (or ``None``); ``record`` is the JSON-ready record, with MC and cluster centroids in
+    input-grid pixels (row, col), areas in mm², extents in mm, timings in seconds. Details in
+    :func:`segment_steps`.
+    """
     from .steps import run_to_end
 
     return run_to_end(segment_steps(mammo, config, weights, refine_config))

@@ -76,8 +76,33 @@ class TrainConfig(StepConfig):
     calibration_pairs: int = field(default=256, metadata={"help": "digital: synthetic pairs (256² working px, seed 5) drawn into the validation normals; the threshold also holds their false MCs per cm² to the target, the metric of the digital target (0: normals only, then at most 0.5 false clusters per normal as well)"})
 
     def validate(self) -> None:
+        from .device import DEVICES, PRECISIONS
+
         if self.regime not in REGIME_PIXEL_SIZE_MM:
             raise InputError("--regime", f"regime must be film or digital, got {self.regime!r}")
+        for name in ("steps", "batch_size", "val_every", "val_patches", "checkpoint_every", "base_channels", "depth",
+                     "hard_negative_every", "hard_negative_pool", "hard_negative_keep"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')}", f"must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "threads", "workers"):
+            if getattr(self, name) < 0:
+                raise InputError(f"--{name.replace('_', '-')}", f"must not be negative, got {getattr(self, name)}")
+        if self.patch_px < 32 or self.patch_px % 2 ** (self.depth - 1):
+            raise InputError("--patch-px", f"must be at least 32 and a multiple of 2**(depth-1) = {2 ** (self.depth - 1)}, got {self.patch_px}")
+        if self.working_pixel_size_mm is not None and not 0 < self.working_pixel_size_mm <= 5:
+            raise InputError("--working-pixel-size", f"must be a pixel size in mm in (0, 5], got {self.working_pixel_size_mm}")
+        if not self.lr > 0 or self.weight_decay < 0 or self.dice_weight < 0 or self.pos_weight <= 0:
+            raise InputError("--lr", "lr and pos_weight must be positive, weight_decay and dice_weight not negative")
+        if not 0 <= self.hard_negative_fraction < 1:
+            raise InputError("--hard-negative-fraction", f"must be in [0, 1), got {self.hard_negative_fraction}")
+        for name in ("augment_gamma", "augment_contrast", "augment_noise"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise InputError(f"--{name.replace('_', '-')}", f"must be a range 0 <= low <= high, got {getattr(self, name)}")
+        if self.device not in DEVICES:
+            raise InputError("--device", f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        if self.precision not in ("auto", *PRECISIONS):
+            raise InputError("--precision", f"unknown precision {self.precision!r}; choose from auto, {', '.join(PRECISIONS)}")
         _check_mc_weighting(self.mc_weighting)
         if self.gap_weight < 0 or self.gap_sigma_mm <= 0:
             raise InputError("--gap-weight", f"needs gap weight >= 0 and gap sigma > 0 mm, got {self.gap_weight} and {self.gap_sigma_mm}")
@@ -332,9 +357,9 @@ def train_segmentor_steps(
     from .models.unet import UNet
     from .synth.config import SynthesisConfig
 
-    train = train or TrainConfig()
+    train = (train or TrainConfig()).check()
     train.validate()
-    synth = synth or SynthesisConfig()
+    synth = (synth or SynthesisConfig()).check()
     out = Path(out)
     ckpt_path = out.with_name(out.name + ".ckpt.safetensors")
     log_path = out.with_name(out.name + ".log.jsonl")

@@ -317,9 +317,9 @@ def train_flow_steps(
     from .models.flow import FlowUNet
     from .synth.config import SynthesisConfig
 
-    train = train or FlowTrainConfig()
+    train = (train or FlowTrainConfig()).check()
     train.validate()
-    synth = synth or SynthesisConfig()
+    synth = (synth or SynthesisConfig()).check()
     out = Path(out)
     ckpt_path = out.with_name(out.name + ".ckpt.safetensors")
     log_path = out.with_name(out.name + ".log.jsonl")
