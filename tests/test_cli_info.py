@@ -154,3 +154,27 @@ def test_building_the_command_line_leaves_the_synthesis_kernels_unloaded():
             "assert s.SyntheticPairGenerator is SyntheticPairGenerator and 'stream_pairs' in dir(s)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_option_errors_and_info_config_follow_the_one_line_rule(tmp_path, capsys):
+    from mcgenref_core.samples import sample_path
+
+    image = str(sample_path("mdb209"))
+    with pytest.raises(SystemExit) as done:
+        main(["segment", image, "--out", str(tmp_path), "--tile", "abc"])
+    err = capsys.readouterr().err
+    assert done.value.code == 2
+    assert err == "mcgenref: error: --tile: invalid int value: 'abc' (mcgenref segment --help lists the options)\n"
+    with pytest.raises(SystemExit) as done:
+        main(["info"])
+    assert done.value.code == 2 and capsys.readouterr().err.startswith("mcgenref: error: the following arguments are required: IMAGE")
+
+    # info reads --config: a missing file is an error, a pixel size in it is used
+    assert main(["info", image, "--config", str(tmp_path / "missing.json")]) == 2
+    assert capsys.readouterr().err == f"mcgenref: error: {tmp_path / 'missing.json'}: config file not found\n"
+    (tmp_path / "px.json").write_text(json.dumps({"pixel_size_mm": 0.1}))
+    assert main(["info", image, "--config", str(tmp_path / "px.json")]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["pixel_size_mm"] == 0.1 and record["pixel_size_source"] == "user"
+    assert main(["info", image, "--config", str(tmp_path / "px.json"), "--pixel-size", "0.2"]) == 0
+    assert json.loads(capsys.readouterr().out)["pixel_size_mm"] == 0.2

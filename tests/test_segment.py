@@ -167,6 +167,57 @@ def test_cli_segment_writes_the_contract_outputs(tmp_path, capsys):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "again" / "mdb209.labels.tif"), labels)
 
 
+def test_cli_segment_config_repeats_refine_pixel_size_and_format_and_refuses_other_files(tmp_path, capsys):
+    import zarr
+    from PIL import Image
+
+    crop = tmp_path / "crop.png"  # a PNG says no pixel size: it is given on the line
+    Image.fromarray(read_mammogram(sample_path("mdb209")).to_numpy()[350:606, 350:606]).save(crop)
+    first = ["segment", str(crop), "--pixel-size", "0.2", "--format", "zarr", "--refine", "--rounds", "1", "--draws", "1",
+             "--device", "cpu", "--quiet", "--out", str(tmp_path / "a")]
+    assert main(first) == 0
+    record = tmp_path / "a" / "crop.json"
+    assert main(["segment", str(crop), "--config", str(record), "--quiet", "--out", str(tmp_path / "b")]) == 0
+    again = json.loads((tmp_path / "b" / "crop.json").read_text())
+    before = json.loads(record.read_text())
+    assert again["refine"]["settings"] == before["refine"]["settings"] and again["refine"]["settings"]["rounds"] == 1
+    assert again["input"]["pixel_size_mm"] == 0.2 and again["output"] == {"format": "zarr"}
+    labels = [zarr.open_group(str(tmp_path / d / "crop.zarr"), mode="r")["labels"][...] for d in "ab"]
+    np.testing.assert_array_equal(labels[0], labels[1])
+    # options on the line still win
+    assert main(["segment", str(crop), "--config", str(record), "--no-refine", "--format", "tif", "--quiet", "--out", str(tmp_path / "c")]) == 0
+    assert (tmp_path / "c" / "crop.labels.tif").exists() and json.loads((tmp_path / "c" / "crop.json").read_text())["refine"] is None
+    # a file holding other settings, or settings with a misspelt key, is refused, not read as the defaults
+    capsys.readouterr()
+    (tmp_path / "synth.json").write_text(json.dumps({"type": "SynthesisConfig", "seed": 3}))
+    (tmp_path / "typo.json").write_text(json.dumps({"threshold": 0.9, "treshold": 0.9}))
+    for name, expected in (("synth.json", "holds SynthesisConfig settings, not InferenceConfig"),
+                           ("typo.json", "unknown InferenceConfig field(s): treshold")):
+        assert main(["segment", str(crop), "--config", str(tmp_path / name), "--quiet", "--out", str(tmp_path / "d")]) == 2
+        assert capsys.readouterr().err.strip() == f"mcgenref: error: {tmp_path / name}: {expected}"
+
+
+def test_cli_segment_stopped_by_sigterm_exits_130_and_leaves_no_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    # small tiles at a large overlap: thousands of tiles, so the run is still reading when stopped
+    cmd = [sys.executable, "-m", "mcgenref_core.cli", "segment", str(sample_path("mdb209")), "--out", str(out),
+           "--device", "cpu", "--tile", "64", "--overlap", "0.75", "--batch-size", "1"]
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    progress = ""
+    while "segment" not in progress and time.monotonic() < deadline:  # the tile bar has started
+        progress += child.stderr.read(1)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130 and "mcgenref: interrupted" in err
+    assert not out.exists() or not list(out.iterdir())
+
+
 def test_cli_segment_zarr_format_and_same_stem_refused(tmp_path, capsys):
     import zarr
 

@@ -28,12 +28,14 @@ def run_demo(
     out_dir: str | os.PathLike = "mcgenref-demo",
     refine: bool = False,
     on_progress: Callable[[object], None] | None = None,
+    settings=None,
 ) -> dict[str, Path]:
     """Segment the bundled sample with the bundled weights and draw the result.
 
     Writes the ``segment`` outputs (``STEM.labels.tif``, ``STEM.prob.tif``, ``STEM.json``,
     ``STEM.mcs.csv``) and ``STEM.overlay.png``: breast outline (cyan), detected MCs (red), the
-    annotated cluster circle (green). Returns the written paths by kind.
+    annotated cluster circle (green). Returns the written paths by kind. ``settings`` is the
+    ``InferenceConfig`` (default: the defaults).
     """
     from .segment import InferenceConfig, segment_steps
     from .steps import run_to_end
@@ -45,7 +47,7 @@ def run_demo(
         from .refine import RefineConfig
 
         refine_config = RefineConfig()
-    result = run_to_end(segment_steps(mammo, InferenceConfig(), refine_config=refine_config), on_progress)
+    result = run_to_end(segment_steps(mammo, settings or InferenceConfig(), refine_config=refine_config), on_progress)
     circles = mias_circles(sample_annotations(), mammo.stem, rows=mammo.shape[0])
     result.record["annotated_clusters_rc_radius_px"] = circles
     paths = write_segmentation(out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm)

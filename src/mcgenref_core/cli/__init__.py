@@ -8,8 +8,13 @@ contract's one-line error with exit status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import signal
 import sys
+import threading
+import typing
+from collections.abc import Iterator
 
 from .._version import __version__
 from ..errors import Cancelled, McGenRefError
@@ -18,9 +23,21 @@ from ..errors import Cancelled, McGenRefError
 SUBCOMMANDS = ("info", "synth", "train", "segment", "batch", "evaluate", "demo")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are the contract's one line, exit status 2.
+
+    ``--tile abc`` gives ``mcgenref: error: --tile: invalid int value: 'abc' (mcgenref segment
+    --help lists the options)`` instead of the usage text and argparse's own error line.
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        detail = message.removeprefix("argument ")
+        self.exit(2, f"mcgenref: error: {detail} ({self.prog} --help lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand registered)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="mcgenref",
         description="Find breast microcalcifications in mammograms (MC-GenRef).",
     )
@@ -38,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """While inside, SIGTERM raises ``KeyboardInterrupt``, so a killed run cleans up as after
+    Ctrl-C: temporaries removed, a batch's tasks cancelled and its summary written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):  # noqa: ARG001 - the signal handler signature
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -45,12 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))
     try:
-        return int(args.func(args) or 0)
+        with sigterm_interrupts():
+            return int(args.func(args) or 0)
     except McGenRefError as exc:
         if debug:
             raise
         print(f"mcgenref: error: {exc.message}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `mcgenref info ... | head` closed the pipe: stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (KeyboardInterrupt, Cancelled):
         print("mcgenref: interrupted", file=sys.stderr)
         return 130

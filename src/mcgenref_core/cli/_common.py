@@ -49,9 +49,13 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type[StepConfig], s
             group.add_argument(flag, dest=field.name, type=base if base in (int, float, str) else str, default=None, help=help_text)
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace, section: str | None = None) -> C:
-    """Start from ``--config`` (if given) or defaults, then apply options given on the line."""
-    cfg = cls.load(args.config, section=section) if getattr(args, "config", None) else cls()
+def config_from_args(cls: type[C], args: argparse.Namespace, section: str | None = None, required: bool = False) -> C:
+    """Start from ``--config`` (if given) or defaults, then apply options given on the line.
+
+    ``required``: the command's own settings, so a ``--config`` file holding none of them
+    (another command's settings, a misspelt key) is an error rather than the defaults.
+    """
+    cfg = cls.load(args.config, section=section, required=required) if getattr(args, "config", None) else cls()
     changes = {}
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
@@ -60,6 +64,31 @@ def config_from_args(cls: type[C], args: argparse.Namespace, section: str | None
     if changes:
         cfg = cls.from_dict({**cfg.to_dict(), **{k: list(v) if isinstance(v, tuple) else v for k, v in changes.items()}}, source="command line")
     return cfg
+
+
+def saved_run_options(path: str | None) -> dict[str, Any]:
+    """What a run's saved record says beyond its settings, for ``--config`` to repeat the run.
+
+    From a ``segment`` record (``STEM.json``): ``refine`` (True when that run refined),
+    ``pixel_size_mm`` (when it was given on the command line, not read from the file) and
+    ``format`` (``tif`` or ``zarr``). Keys the file does not hold are left out.
+    """
+    from ..config import load_config_file
+
+    if not path:
+        return {}
+    data = load_config_file(path)
+    options: dict[str, Any] = {}
+    refine = data.get("refine")
+    if "refine" in data:
+        options["refine"] = isinstance(refine, dict) and isinstance(refine.get("settings"), dict) and refine.get("enabled", True) is not False
+    source = data.get("input") if isinstance(data.get("input"), dict) else {}
+    if source.get("pixel_size_source") == "user" and source.get("pixel_size_mm"):
+        options["pixel_size_mm"] = float(source["pixel_size_mm"])
+    output = data.get("output") if isinstance(data.get("output"), dict) else {}
+    if output.get("format") in ("tif", "zarr"):
+        options["format"] = output["format"]
+    return options
 
 
 def progress(iterable: Iterable[T], total: int | None, desc: str, quiet: bool) -> Iterator[T]:

@@ -18,8 +18,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
+    from ..segment import InferenceConfig
+    from ._common import config_from_args
+    from .segment import stage_bars
 
-    outputs = run_demo(args.out)
+    settings = config_from_args(InferenceConfig, args, section="settings", required=True)  # --config: a run's settings
+    with stage_bars("demo mdb209", args.quiet) as show:
+        outputs = run_demo(args.out, on_progress=show, settings=settings)
     record = json.loads(outputs["json"].read_text())
     print(f"mdb209: {len(record['mcs'])} MCs in {len(record['clusters'])} clusters "
           f"({record['timing']['total_s']} s on {record['run']['device_used']})", file=sys.stderr)

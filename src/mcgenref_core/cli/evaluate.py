@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io import check_pixel_size
     from .segment import _drive
 
-    config = config_from_args(EvaluationConfig, args, section="settings")
+    config = config_from_args(EvaluationConfig, args, section="settings", required=True)
     if args.pixel_size is not None:
         check_pixel_size(args.pixel_size, "--pixel-size")
     report = _drive(evaluate_steps(args.pred, args.truth, config, args.pixel_size), "evaluate", args.quiet)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError, McGenRefError
-from ._common import add_common_options, add_segment_options, config_from_args
+from ._common import add_common_options, add_segment_options, config_from_args, saved_run_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, TIFF, PNG, PGM or zarr")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--pixel-size", type=float, metavar="MM", help="pixel size in mm (overrides the file)")
-    add_segment_options(p, format_default="tif", refine_default=False)
+    add_segment_options(p)  # --format and --refine default to what --config's run did, else tif and off
     add_common_options(p)
     p.set_defaults(func=run)
 
@@ -26,9 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models.weights import resolve_weights
     from ..segment import InferenceConfig, reading_regime, segment_steps
 
-    config = config_from_args(InferenceConfig, args, section="settings")
+    config = config_from_args(InferenceConfig, args, section="settings", required=True)
+    saved = saved_run_options(args.config)  # a saved record repeats its run: refine, pixel size, format
+    refine_on = args.refine if args.refine is not None else saved.get("refine", False)
+    pixel_size = args.pixel_size if args.pixel_size is not None else saved.get("pixel_size_mm")
+    output_format = args.format or saved.get("format", "tif")
     refine_config = None
-    if args.refine:
+    if refine_on:
         from ..refine import RefineConfig
 
         refine_config = config_from_args(RefineConfig, args, section="refine.settings").replace(precision=config.precision)
@@ -42,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     weights_cache: dict[tuple, object] = {}
     for image in args.images:
         try:
-            mammo = read_mammogram(image, pixel_size_mm=args.pixel_size)
+            mammo = read_mammogram(image, pixel_size_mm=pixel_size)
             if mammo.pixel_size_mm is None:
                 raise InputError(image, "pixel size unknown; give it with --pixel-size MM (e.g. 0.07 for a 3328x2560 Hologic image)")
             regime, _, regime_note = reading_regime(config, mammo)
@@ -53,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"mcgenref: note: {regime_note} (--regime film)", file=sys.stderr)
             steps = segment_steps(mammo, config, weights=weights_cache[key], refine_config=refine_config)
             result = _drive(steps, f"segment {mammo.stem}", args.quiet)
-            write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, args.format)
+            result.record["output"] = {"format": output_format}
+            write_segmentation(args.out, mammo.stem, result.labels, result.prob, result.record, mammo.pixel_size_mm, output_format)
             print(f"{image}: {len(result.record['mcs'])} MCs, {len(result.record['clusters'])} clusters -> {Path(args.out) / mammo.stem}.*", file=sys.stderr)
             for note in result.record.get("notes", []):
                 print(f"mcgenref: note: {image}: {note}", file=sys.stderr)
@@ -81,8 +89,17 @@ def _drive(steps, desc: str, quiet: bool):
     """Run a Progress generator with a tqdm bar per stage; return its value."""
     from ..steps import run_to_end
 
+    with stage_bars(desc, quiet) as show:
+        return run_to_end(steps, show)
+
+
+@contextlib.contextmanager
+def stage_bars(desc: str, quiet: bool) -> Iterator[Callable[[Any], None] | None]:
+    """A progress callback drawing one tqdm bar per stage of ``Progress`` events on stderr
+    (None when ``quiet``); the bars are closed on leaving."""
     if quiet:
-        return run_to_end(steps)
+        yield None
+        return
     from tqdm import tqdm
 
     bars: dict[str, tqdm] = {}
@@ -98,7 +115,7 @@ def _drive(steps, desc: str, quiet: bool):
         bar.refresh()
 
     try:
-        return run_to_end(steps, show)
+        yield show
     finally:
         for bar in bars.values():
             bar.close()

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         check_pixel_size(args.pixel_size, "--pixel-size")
     if args.n < 1:
         raise InputError("--n", f"number of pairs must be at least 1, got {args.n}")
-    cfg = config_from_args(SynthesisConfig, args, section="synthesis")
+    cfg = config_from_args(SynthesisConfig, args, section="synthesis", required=True)
     working = cfg.working_pixel_size_mm
     if working is None:
         working = _first_pixel_size(args.backgrounds, args.pixel_size, args.background_split)

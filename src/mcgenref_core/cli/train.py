@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
     from ..synth.config import SynthesisConfig
 
     config_cls, train_steps = _load(args.model)
-    train = config_from_args(config_cls, args, section="train")
+    train = config_from_args(config_cls, args, section="train", required=True)
     synth = config_from_args(SynthesisConfig, args, section="synthesis")
     command = "mcgenref " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     steps = train_steps(

@@ -34,10 +34,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(path, f"cannot be written ({exc.strerror or exc})") from None
-    os.close(fd)
     tmp = Path(tmp_name)
-    tmp.unlink()
-    try:
+    try:  # from here on, an interrupt (Ctrl-C, SIGTERM) still removes the temporary
+        os.close(fd)
+        tmp.unlink()
         yield tmp
         if tmp.is_file():
             os.chmod(tmp, 0o666 & ~_umask())
