@@ -26,12 +26,14 @@ from mcgenref_core.batch import (
     BatchConfig,
     Job,
     collect_jobs,
+    completed_row,
     default_workers,
     read_list,
     read_summary,
     remove_stale_temporaries,
     remove_temporaries_of,
     run_batch,
+    settings_changed,
     summary_csv,
     threads_per_task,
 )
@@ -159,7 +161,7 @@ def test_cohort_gives_17_outputs_and_3_clear_error_rows(reference):
     assert len(errors) == 3 and "Traceback" not in proc.stderr
     assert {line.split(": ")[2].rsplit("/", 1)[-1] for line in errors} == set(CORRUPT)
     rows = read_summary(out / "summary.csv")
-    assert len(rows) == 20 and list(rows[0]) == ["path", "stem", "status", "error", "n_mcs", "n_clusters", "seconds"]
+    assert len(rows) == 20 and list(rows[0]) == ["path", "stem", "status", "error", "n_mcs", "n_clusters", "seconds", "note"]
     by_status: dict[str, list[dict]] = {}
     for row in rows:
         by_status.setdefault(row["status"], []).append(row)
@@ -456,10 +458,11 @@ def test_cli_refuses_duplicate_stems_and_bad_lists_before_starting(cohort, tmp_p
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("mcgenref: error:") and "same stem 'mdb003'" in err[0]
     bad = tmp_path / "bad.csv"
-    bad.write_text("path,pixel_size_mm\nfilm/x.pgm,-3\n")
-    assert main(["batch", str(bad), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "positive" in err[0]
+    for text, problem in (("pixel_size_mm,path\n0.2,\n", "row 1 has no path"), ("path,pixel_size_mm\n", "holds no inputs")):
+        bad.write_text(text)  # no input to report the problem on: the run does not start
+        assert main(["batch", str(bad), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"mcgenref: error: {bad}:") and problem in err[0]
     assert not (tmp_path / "o").exists()
 
 
@@ -488,7 +491,7 @@ def test_summary_csv_and_stale_temporaries(tmp_path):
     job = Job("x/a.png", "a")
     text = summary_csv([{"path": job.path, "stem": "a", "status": "error", "error": 'bad, "quoted"', "n_mcs": None, "n_clusters": None, "seconds": 1.23456}])
     rows = list(csv.DictReader(text.splitlines()))
-    assert rows == [{"path": "x/a.png", "stem": "a", "status": "error", "error": 'bad, "quoted"', "n_mcs": "", "n_clusters": "", "seconds": "1.235"}]
+    assert rows == [{"path": "x/a.png", "stem": "a", "status": "error", "error": 'bad, "quoted"', "n_mcs": "", "n_clusters": "", "seconds": "1.235", "note": ""}]
     (tmp_path / ".a.labels.tif.abc123.tmp").write_bytes(b"half")
     (tmp_path / ".ab.labels.tif.abc123.tmp").write_bytes(b"other stem")
     assert remove_stale_temporaries(tmp_path, "a", "tif") == 1
@@ -498,11 +501,11 @@ def test_summary_csv_and_stale_temporaries(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_sigterm_becomes_an_interrupt_only_while_a_batch_runs():
-    from mcgenref_core.cli.batch import _sigterm_interrupts
+def test_sigterm_becomes_an_interrupt_only_while_a_command_runs():
+    from mcgenref_core.cli import sigterm_interrupts
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(KeyboardInterrupt), _sigterm_interrupts():
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this
     assert signal.getsignal(signal.SIGTERM) == before
@@ -520,3 +523,133 @@ def test_an_output_folder_blocked_by_a_file_is_one_clear_error(cohort, tmp_path,
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"mcgenref: error: {blocker}") and "a file is in the way" in err[0]
     assert blocker.read_text() == "not a folder"
+
+
+# --- resuming under other settings, --config alone, bad list cells, interrupted rewrites --------
+
+def _crop_list(cohort: Path, path: Path, cells: dict[str, str]) -> Path:
+    """A CSV list at ``path`` of cohort inputs (file name -> its ``pixel_size_mm`` cell)."""
+    path.write_text("path,pixel_size_mm\n" + "".join(f"{cohort.parent / name},{cell}\n" for name, cell in cells.items()))
+    return path
+
+
+def _cpu_config(listing: Path, out: Path, **settings) -> BatchConfig:
+    return BatchConfig(inputs=(str(listing),), out=str(out), settings=BatchConfig().settings.replace(device="cpu", **settings), torch_threads=1)
+
+
+def test_outputs_made_with_other_settings_are_segmented_again(cohort, thread_client, tmp_path):
+    """A rerun with another threshold redoes the input (batch.json then describes its outputs);
+    a rerun that changes only where it runs (device, tiles per batch) skips it."""
+    out = tmp_path / "out"
+    config = _cpu_config(_crop_list(cohort, tmp_path / "one.csv", {"crop-mdb011.pgm": "0.2"}), out)
+    assert run_batch(config, client=thread_client).counts["ok"] == 1
+    assert json.loads((out / "crop-mdb011.json").read_text())["settings"]["threshold"] is None
+    stricter = config.replace(settings=config.settings.replace(threshold=0.9))
+    summary = run_batch(stricter, client=thread_client)
+    assert summary.counts == {"ok": 1, "skipped": 0, "error": 0, "pending": 0}
+    assert [r["stem"] for r in summary.redone] == ["crop-mdb011"] and "other settings (threshold)" in summary.rows[0]["note"]
+    record = json.loads((out / "crop-mdb011.json").read_text())
+    saved = json.loads((out / "batch.json").read_text())
+    assert record["settings"]["threshold"] == saved["settings"]["threshold"] == record["run"]["threshold_used"] == 0.9
+    assert tifffile.imread(out / "crop-mdb011.labels.tif").max() == len(record["mcs"])
+    assert "threshold" in read_summary(out / "summary.csv")[0]["note"]
+    elsewhere = run_batch(stricter.replace(settings=stricter.settings.replace(device="auto", batch_size=2)), client=thread_client)
+    assert elsewhere.counts["skipped"] == 1 and elsewhere.rows[0]["note"] == "" and elsewhere.rows[0]["n_mcs"] == len(record["mcs"])
+
+
+def test_settings_changed_compares_what_shapes_the_outputs():
+    from mcgenref_core.models.weights import registry
+    from mcgenref_core.refine import RefineConfig
+
+    config = BatchConfig(inputs=("a.pgm",), out="o", settings=BatchConfig().settings.replace(device="cpu"))
+    job = Job("a.pgm", "a", 0.2)
+    record = {"settings": config.settings.to_dict(), "refine": None, "weights": {"sha256": registry()["film-0.2mm"]["sha256"]},
+              "input": {"pixel_size_mm": 0.2, "pixel_size_source": "user"}, "mcs": [], "clusters": []}
+    assert settings_changed(record, job, config) == []
+    assert settings_changed(record, job, config.replace(settings=config.settings.replace(device="cuda", batch_size=4))) == []
+    assert settings_changed(record, job, config.replace(settings=config.settings.replace(threshold=0.9, tile=256))) == ["threshold", "tile"]
+    older = {**record, "settings": {k: v for k, v in record["settings"].items() if k != "tta"}}
+    assert settings_changed(older, job, config.replace(settings=config.settings.replace(tta=True))) == []  # not known when written
+    assert settings_changed(record, Job("a.pgm", "a", 0.1), config) == ["pixel_size_mm"]
+    assert settings_changed(record, Job("a.pgm", "a"), config) == ["pixel_size_mm"]  # given then, from the file now
+    assert settings_changed({**record, "weights": {"sha256": "0" * 64}}, job, config) == ["weights"]
+    refined = config.replace(refine=RefineConfig())
+    with_refine = {**record, "refine": {"enabled": True, "settings": RefineConfig().to_dict()}}
+    assert settings_changed(record, job, refined) == settings_changed(with_refine, job, config) == ["refine"]
+    assert settings_changed(with_refine, job, refined) == []
+    assert settings_changed(with_refine, job, config.replace(refine=RefineConfig(rounds=1, crop_batch=2))) == ["refine.rounds"]
+    assert settings_changed({**record, "refine": {"enabled": False, "settings": {}}}, job, config.replace(refine=RefineConfig(enabled=False))) == []
+    by_path = config.replace(settings=config.settings.replace(weights="/moved/w.safetensors"))
+    assert settings_changed({**record, "weights": {"sha256": "ab" * 32}}, job, by_path, weights_sha256="ab" * 32) == []
+    assert settings_changed(record, job, by_path, weights_sha256="ab" * 32) == ["weights"]
+    assert settings_changed({"mcs": []}, job, config) == ["settings (not recorded)"]
+
+
+def test_config_alone_repeats_a_batch(cohort, thread_client, tmp_path, capsys):
+    from mcgenref_core.cli import main
+
+    listing = _crop_list(cohort, tmp_path / "one.csv", {"crop-mdb011.pgm": "0.2"})
+    out = tmp_path / "out"
+    assert run_batch(_cpu_config(listing, out, threshold=0.8), client=thread_client).counts["ok"] == 1
+    labels_time = (out / "crop-mdb011.labels.tif").stat().st_mtime_ns
+    assert main(["batch", "--config", str(out / "batch.json"), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("batch: 0 segmented, 1 already done, 0 failed") and err[-1].endswith(str(out / "summary.csv"))
+    assert (out / "crop-mdb011.labels.tif").stat().st_mtime_ns == labels_time
+    saved = json.loads((out / "batch.json").read_text())
+    assert saved["inputs"] == [str(listing)] and saved["out"] == str(out) and saved["settings"]["threshold"] == 0.8
+    segment_record = tmp_path / "seg.json"
+    segment_record.write_text(json.dumps({"settings": {"threshold": 0.5}}))
+    for argv, problem in ((["batch"], "give an input folder"), (["batch", str(listing)], "give an output folder"),
+                          (["batch", "--config", str(segment_record)], f"neither the line nor {segment_record}")):
+        assert main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("mcgenref: error:") and problem in err[0]
+
+
+def test_a_bad_pixel_size_cell_fails_only_its_input(cohort, thread_client, tmp_path, capsys):
+    from mcgenref_core.cli import main
+
+    listing = _crop_list(cohort, tmp_path / "cells.csv", {"crop-mdb011.pgm": "0.2", "crop-mdb014.pgm": "abc", "crop-mdb018.pgm": "-1"})
+    out = tmp_path / "out"
+    events = []
+    summary = run_batch(_cpu_config(listing, out), client=thread_client, progress=events.append)
+    assert [r["status"] for r in summary.rows] == ["ok", "error", "error"]
+    bad = summary.failed
+    assert bad[0]["error"].startswith(f"{listing} input row 2:") and "'abc'" in bad[0]["error"]
+    assert bad[1]["error"].startswith(f"{listing} input row 3:") and "positive" in bad[1]["error"]
+    assert [e.row["stem"] for e in events if e.row is not None and e.row["status"] == "error"] == ["crop-mdb014", "crop-mdb018"]
+    assert (out / "crop-mdb011.json").exists() and not (out / "crop-mdb014.json").exists()
+    assert main(["batch", str(listing), "--out", str(out), "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[:2] == [f"mcgenref: error: {cohort.parent / name}: {row['error']}" for name, row in zip(("crop-mdb014.pgm", "crop-mdb018.pgm"), bad)]
+    assert len(err) == 3 and err[-1].startswith("batch: 0 segmented, 1 already done, 2 failed")
+    rows = read_summary(out / "summary.csv")
+    assert [r["status"] for r in rows] == ["skipped", "error", "error"] and rows[1]["error"] == bad[0]["error"]
+    assert [j.pixel_size_error for j in collect_jobs([listing], pixel_size_mm=0.2)] == ["", "", ""]  # --pixel-size overrides the cells
+
+
+def test_an_interrupted_rewrite_is_never_taken_as_complete(tmp_path, monkeypatch):
+    from mcgenref_core.io import results
+
+    labels = np.zeros((8, 6), np.uint16)
+    labels[2, 3] = 1
+    prob = np.full((8, 6), 0.25, np.float32)
+    results.write_segmentation(tmp_path, "a", labels, prob, {"settings": {"threshold": 0.5}, "mcs": [], "clusters": []}, 0.2)
+    assert results.outputs_complete(tmp_path, "a")
+    real = results.write_tiff_atomic
+
+    def stopped_after_labels(path, image, pixel_size_mm=None):
+        if path.name.endswith(".prob.tif"):
+            raise KeyboardInterrupt
+        return real(path, image, pixel_size_mm)
+
+    monkeypatch.setattr(results, "write_tiff_atomic", stopped_after_labels)
+    with pytest.raises(KeyboardInterrupt):
+        results.write_segmentation(tmp_path, "a", labels * 2, prob, {"settings": {"threshold": 0.9}, "mcs": [], "clusters": []}, 0.2)
+    assert tifffile.imread(tmp_path / "a.labels.tif").max() == 2  # the new labels...
+    assert not (tmp_path / "a.json").exists() and not results.outputs_complete(tmp_path, "a")  # ...never beside the old record
+    assert completed_row(Job("a.pgm", "a"), tmp_path, "tif") == (None, "")
+    monkeypatch.setattr(results, "write_tiff_atomic", real)
+    results.write_segmentation(tmp_path, "a", labels * 2, prob, {"settings": {"threshold": 0.9}, "mcs": [], "clusters": []}, 0.2)
+    assert results.outputs_complete(tmp_path, "a") and results.read_record(tmp_path, "a")["settings"]["threshold"] == 0.9

@@ -4,8 +4,9 @@ One task per mammogram (the device batches tiles inside it), a bounded number of
 flight, small dicts back to the client (never arrays), outputs written atomically by the
 workers through :func:`~mcgenref_core.io.results.write_segmentation`, and ``DIR/summary.csv``
 (one row per input) rewritten atomically as results arrive. Inputs whose outputs are complete
-are skipped, so an interrupted run is resumed by running it again; unreadable inputs become
-``error`` rows and the rest go on.
+and were made with the run's settings are skipped, so an interrupted run is resumed by running
+it again (outputs made with other settings are segmented again); unreadable inputs and bad
+rows of a CSV list become ``error`` rows and the rest go on.
 
 Python use (a notebook may pass its own ``distributed.Client``)::
 
@@ -34,12 +35,12 @@ from typing import Any
 
 from .config import StepConfig
 from .errors import Cancelled, InputError, McGenRefError
-from .io.results import FORMATS, output_paths, outputs_complete
+from .io.results import FORMATS, output_paths, outputs_complete, read_record
 from .refine import RefineConfig
 from .segment import InferenceConfig
 
-#: Columns of ``DIR/summary.csv``, in order.
-SUMMARY_COLUMNS = ("path", "stem", "status", "error", "n_mcs", "n_clusters", "seconds")
+#: Columns of ``DIR/summary.csv``, in order (``note``: why an input with outputs ran again).
+SUMMARY_COLUMNS = ("path", "stem", "status", "error", "n_mcs", "n_clusters", "seconds", "note")
 #: Row statuses: done now, done by an earlier run, failed, not run (the run was interrupted).
 STATUSES = ("ok", "skipped", "error", "pending")
 #: File name suffixes taken from an input folder (extension-less files only when DICOM).
@@ -48,6 +49,12 @@ IMAGE_SUFFIXES = (".dcm", ".dicom", ".dic", ".tif", ".tiff", ".png", ".pgm", ".z
 SUMMARY_INTERVAL_S = 1.0
 #: How often (seconds) ``batch_steps`` yields while waiting, so callers can cancel promptly.
 POLL_S = 0.5
+#: ``InferenceConfig`` settings that decide where and how fast an image is read, not its outputs:
+#: existing outputs made under other values are still skipped. (With precision ``auto`` the
+#: device picks the precision, so outputs made on another device may differ in the last bits.)
+EXECUTION_SETTINGS = frozenset({"device", "batch_size"})
+#: ``RefineConfig`` settings that do not change the refined outputs (crops per network batch).
+REFINE_EXECUTION_SETTINGS = frozenset({"crop_batch"})
 
 
 @dataclass
@@ -144,11 +151,16 @@ class _BatchFields(StepConfig):
 
 @dataclass(frozen=True)
 class Job:
-    """One mammogram of the cohort: where it is, its output stem, its pixel size if given."""
+    """One mammogram of the cohort: where it is, its output stem, its pixel size if given.
+
+    ``pixel_size_error`` says why the pixel size its CSV row gives cannot be used (the job
+    then becomes an ``error`` row without running; ``--pixel-size`` clears it).
+    """
 
     path: str
     stem: str
     pixel_size_mm: float | None = None
+    pixel_size_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,11 @@ class BatchSummary:
         """The ``error`` rows."""
         return [r for r in self.rows if r["status"] == "error"]
 
+    @property
+    def redone(self) -> list[dict[str, Any]]:
+        """The ``ok`` rows of inputs segmented again (their outputs were made with other settings)."""
+        return [r for r in self.rows if r["status"] == "ok" and r.get("note")]
+
 
 # --- the cohort: inputs, stems, resumability --------------------------------------------------
 
@@ -194,12 +211,14 @@ def collect_jobs(inputs: Iterable[str | os.PathLike], pixel_size_mm: float | Non
 
     Folders are searched recursively for files ending in ``IMAGE_SUFFIXES`` (zarr folders are
     taken whole) and for extension-less DICOM files; hidden entries and anything under
-    ``exclude`` (the output folder) are left out. ``pixel_size_mm`` overrides every job's.
+    ``exclude`` (the output folder) are left out. ``pixel_size_mm`` overrides every job's
+    (and so clears a bad pixel size cell of a CSV list).
 
     Raises
     ------
     InputError
-        A missing input, a folder without images, a bad CSV, or two inputs with the same stem.
+        A missing input, a folder without images, an unreadable or empty CSV list, or two
+        inputs with the same stem.
     """
     jobs: list[Job] = []
     excluded = Path(exclude).resolve() if exclude else None
@@ -217,7 +236,7 @@ def collect_jobs(inputs: Iterable[str | os.PathLike], pixel_size_mm: float | Non
         else:
             jobs.append(Job(str(path), output_stem(path)))
     if pixel_size_mm is not None:
-        jobs = [dataclasses.replace(j, pixel_size_mm=float(pixel_size_mm)) for j in jobs]
+        jobs = [dataclasses.replace(j, pixel_size_mm=float(pixel_size_mm), pixel_size_error="") for j in jobs]
     check_unique_stems(jobs)
     return jobs
 
@@ -241,7 +260,9 @@ def check_unique_stems(jobs: Iterable[Job]) -> None:
 def read_list(path: str | os.PathLike) -> list[Job]:
     """Jobs from a CSV list: a header with ``path`` (and optionally ``pixel_size_mm``, ``stem``),
     or no header and one path per row. Blank rows and rows starting with ``#`` are skipped;
-    relative paths are taken relative to the CSV's folder."""
+    relative paths are taken relative to the CSV's folder. A row whose ``pixel_size_mm`` is not
+    a plausible positive number of mm gives a job with ``pixel_size_error`` set (that input
+    fails, the others run); a row without a path raises ``InputError``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -254,6 +275,8 @@ def read_list(path: str | os.PathLike) -> list[Job]:
     if "path" in header:
         index = {name: header.index(name) for name in header if name}
         rows = rows[1:]
+        if not rows:
+            raise InputError(path, "CSV list holds no inputs (only its header)")
     else:
         index = {"path": 0}
     jobs = []
@@ -266,12 +289,15 @@ def read_list(path: str | os.PathLike) -> list[Job]:
         if not raw:
             raise InputError(path, f"input row {number} has no path")
         image = Path(raw) if Path(raw).is_absolute() else path.parent / raw
-        spacing = None
+        spacing, problem = None, ""
         if cell("pixel_size_mm"):
             from .io import check_pixel_size
 
-            spacing = check_pixel_size(cell("pixel_size_mm"), f"{path} input row {number}")
-        jobs.append(Job(str(image), cell("stem") or output_stem(image), spacing))
+            try:
+                spacing = check_pixel_size(cell("pixel_size_mm"), f"{path} input row {number}")
+            except InputError as exc:
+                problem = f"{exc.source}: pixel_size_mm column: {exc.problem}"
+        jobs.append(Job(str(image), cell("stem") or output_stem(image), spacing, problem))
     return jobs
 
 
@@ -310,17 +336,79 @@ def _images_in(folder: Path, excluded: Path | None) -> list[Path]:
     return sorted(found)
 
 
-def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str) -> dict[str, Any] | None:
-    """The ``skipped`` summary row of a job whose outputs are complete, else ``None``."""
+def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str, config: BatchConfig | None = None,
+                  weights_sha256: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """``(row, note)``: the ``skipped`` summary row of a job whose outputs are complete and were
+    made with ``config``'s settings (:func:`settings_changed`; not compared without ``config``),
+    else ``None`` and why the job runs although outputs exist (``""`` when they are incomplete).
+    """
     if not outputs_complete(out_dir, job.stem, fmt):
-        return None
+        return None, ""
+    record = read_record(out_dir, job.stem, fmt)
+    if config is not None:
+        if record is None:
+            return None, f"its record {job.stem}.json cannot be read; segmented again"
+        changed = settings_changed(record, job, config, weights_sha256)
+        if changed:
+            return None, f"outputs were made with other settings ({', '.join(changed)}); segmented again"
     row = make_row(job, "skipped")
-    try:
-        record = json.loads(output_paths(out_dir, job.stem, fmt)["json"].read_text(encoding="utf-8"))
+    with contextlib.suppress(TypeError, AttributeError):  # counts unknown: the outputs stay as they are
         row["n_mcs"], row["n_clusters"] = len(record.get("mcs", [])), len(record.get("clusters", []))
-    except (OSError, ValueError, TypeError, AttributeError):
-        pass  # counts unknown: the outputs stay as they are
-    return row
+    return row, ""
+
+
+def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weights_sha256: str | None = None) -> list[str]:
+    """Names of the settings that shape the outputs and differ between the ``STEM.json``
+    ``record`` of an earlier run and this run (``[]``: its outputs are what this run makes).
+
+    Compared: every ``InferenceConfig`` setting the record names except
+    ``EXECUTION_SETTINGS`` (settings added after the record was written are not compared);
+    refinement on or off and, when on, its settings (``refine.NAME``) except
+    ``REFINE_EXECUTION_SETTINGS``; the weights (``weights_sha256``, the SHA-256 of a weights
+    file given by path, must be the recorded hash, which then stands for the path; bundled
+    weights must be the installed ones); the job's pixel size (mm) when the list or
+    ``--pixel-size`` gives one, and whether one was given at all.
+    """
+    changed: list[str] = []
+    saved = record.get("settings")
+    if not isinstance(saved, dict):
+        return ["settings (not recorded)"]
+    current = config.settings.to_dict()
+    skip = EXECUTION_SETTINGS | ({"weights"} if weights_sha256 else set())
+    changed += sorted(k for k, v in saved.items() if k in current and k not in skip and current[k] != v)
+
+    saved_refine = record.get("refine")
+    saved_on = isinstance(saved_refine, dict) and saved_refine.get("enabled", True) is not False
+    refine_on = config.refine is not None and config.refine.enabled
+    if saved_on != refine_on:
+        changed.append("refine")
+    elif refine_on:
+        saved_settings = saved_refine.get("settings") if isinstance(saved_refine.get("settings"), dict) else {}
+        now = config.refine.to_dict()
+        changed += sorted(f"refine.{k}" for k, v in saved_settings.items() if k in now and k not in REFINE_EXECUTION_SETTINGS and now[k] != v)
+
+    recorded = record.get("weights") if isinstance(record.get("weights"), dict) else {}
+    if weights_sha256:
+        expected = {weights_sha256}
+    else:
+        from .models.weights import registry
+
+        bundled = registry()
+        expected = {e.get("sha256") for e in bundled.values() if e.get("kind") == "segmentor"}
+        if config.settings.weights in bundled:
+            expected = {bundled[config.settings.weights].get("sha256")}
+        expected.discard(None)
+    if expected and recorded.get("sha256") not in expected and "weights" not in changed:
+        changed.append("weights")
+
+    saved_input = record.get("input") if isinstance(record.get("input"), dict) else {}
+    saved_size = saved_input.get("pixel_size_mm")
+    if job.pixel_size_mm is not None:
+        if not isinstance(saved_size, (int, float)) or abs(float(saved_size) - job.pixel_size_mm) > 1e-9 * job.pixel_size_mm:
+            changed.append("pixel_size_mm")
+    elif saved_input.get("pixel_size_source") == "user":
+        changed.append("pixel_size_mm")  # given before, now taken from the file
+    return changed
 
 
 def remove_stale_temporaries(out_dir: str | os.PathLike, stem: str, fmt: str) -> int:
@@ -352,9 +440,11 @@ def _glob_escape(name: str) -> str:
 
 # --- summary rows and the CSV ---------------------------------------------------------------
 
-def make_row(job: Job, status: str, error: str = "", n_mcs: int | None = None, n_clusters: int | None = None, seconds: float | None = None) -> dict[str, Any]:
+def make_row(job: Job, status: str, error: str = "", n_mcs: int | None = None, n_clusters: int | None = None, seconds: float | None = None,
+             note: str = "") -> dict[str, Any]:
     """One summary row (``SUMMARY_COLUMNS``); counts and time are ``None`` when not known."""
-    return {"path": job.path, "stem": job.stem, "status": status, "error": error, "n_mcs": n_mcs, "n_clusters": n_clusters, "seconds": seconds}
+    return {"path": job.path, "stem": job.stem, "status": status, "error": error, "n_mcs": n_mcs, "n_clusters": n_clusters, "seconds": seconds,
+            "note": note}
 
 
 def count_statuses(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -547,6 +637,10 @@ def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, No
     ``client``: a ``distributed.Client`` to use (left open); else one is made for
     ``config.scheduler``, or for a new ``LocalCluster`` (worker processes, one dask thread
     each), and closed at the end. At most ``max_in_flight`` tasks are submitted at a time.
+    Inputs whose outputs are complete and made with ``config``'s settings are ``skipped``
+    (:func:`completed_row`); those made with other settings run again, their rows' ``note``
+    saying so. Jobs refused up front (a bad pixel size in a CSV list) are ``error`` rows, each
+    yielded as an event right after the first.
     Closing the generator (or an exception, e.g. ``KeyboardInterrupt``) cancels the tasks not
     yet finished, writes the summary (those rows ``pending``) and closes what it started.
 
@@ -570,17 +664,25 @@ def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, No
 
     rows: list[dict[str, Any]] = [make_row(j, "pending") for j in jobs]
     todo: list[int] = []
+    refused: list[int] = []  # jobs that fail before running (a bad pixel size in the CSV list)
     for i, job in enumerate(jobs):
-        done_row = completed_row(job, out_dir, config.format)
+        if job.pixel_size_error:
+            rows[i] = make_row(job, "error", job.pixel_size_error)
+            refused.append(i)
+            continue
+        done_row, note = completed_row(job, out_dir, config.format, config, weights_sha256)
         if done_row is not None:
             rows[i] = done_row
         else:
+            rows[i]["note"] = note
             remove_stale_temporaries(out_dir, job.stem, config.format)
             todo.append(i)
     write_summary(summary_path, rows)
     total = len(jobs)
     finished = total - len(todo)
     yield BatchProgress("batch", finished, total, None, count_statuses(rows))
+    for i in refused:
+        yield BatchProgress("batch", finished, total, rows[i], count_statuses(rows))
 
     own_client = client is None
     cluster = None
@@ -617,7 +719,7 @@ def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, No
                     continue
                 for future in done:
                     index = futures.pop(future)
-                    rows[index] = _row_of(future, jobs[index])
+                    rows[index] = {**_row_of(future, jobs[index]), "note": rows[index]["note"]}
                     future.release()
                     finished += 1
                     submit_next()

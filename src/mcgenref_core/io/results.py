@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .writers import atomic_path, write_json_atomic, write_tiff_atomic
+from ..errors import InputError
+from .writers import atomic_path, ensure_folder, write_json_atomic, write_tiff_atomic
 
 FORMATS = ("tif", "zarr")
 
@@ -28,8 +29,23 @@ def output_paths(out_dir: str | os.PathLike, stem: str, fmt: str = "tif") -> dic
 
 
 def outputs_complete(out_dir: str | os.PathLike, stem: str, fmt: str = "tif") -> bool:
-    """True when every output of ``stem`` exists (the JSON, written last, marks completion)."""
+    """True when every output of ``stem`` exists (the JSON, written last, marks completion).
+
+    Says nothing about the settings the outputs were made with: compare :func:`read_record`'s
+    ``settings`` for that (``mcgenref batch`` does before skipping an input).
+    """
     return all(p.exists() for p in output_paths(out_dir, stem, fmt).values())
+
+
+def read_record(out_dir: str | os.PathLike, stem: str, fmt: str = "tif") -> dict[str, Any] | None:
+    """The JSON record ``DIR/STEM.json`` as a dict, or ``None`` when missing or unreadable."""
+    import json
+
+    try:
+        record = json.loads(output_paths(out_dir, stem, fmt)["json"].read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def write_segmentation(
@@ -44,9 +60,15 @@ def write_segmentation(
     """Write labels (uint16/uint32), prob (float32), the MC CSV and the JSON record atomically.
 
     ``labels`` and ``prob`` are (H, W) on the input grid. The JSON goes last, so its presence
-    means the set is complete.
+    means the set is complete; a rewrite removes the old JSON first, so a rewrite interrupted
+    half-way (new labels beside the old record) is never taken as complete.
     """
     paths = output_paths(out_dir, stem, fmt)
+    ensure_folder(out_dir)
+    try:
+        paths["json"].unlink(missing_ok=True)  # the old record goes before the files it describes
+    except OSError as exc:
+        raise InputError(paths["json"], f"cannot be replaced ({exc.strerror or exc})") from None
     labels = np.ascontiguousarray(labels)
     if labels.dtype not in (np.uint16, np.uint32):
         labels = labels.astype(np.uint16 if labels.max(initial=0) <= 65535 else np.uint32)
