@@ -178,3 +178,12 @@ def test_option_errors_and_info_config_follow_the_one_line_rule(tmp_path, capsys
     assert record["pixel_size_mm"] == 0.1 and record["pixel_size_source"] == "user"
     assert main(["info", image, "--config", str(tmp_path / "px.json"), "--pixel-size", "0.2"]) == 0
     assert json.loads(capsys.readouterr().out)["pixel_size_mm"] == 0.2
+
+
+def test_info_on_a_blank_image_says_no_breast_was_found(tmp_path, capsys):
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.zeros((64, 48), np.uint8)).save(blank)
+    assert main(["info", str(blank)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["breast_fraction"] == 0 and record["laterality_source"] == "default (no breast found)"
+    assert record["notes"] == ["no breast tissue found: the image is blank or holds only background"]

@@ -48,3 +48,13 @@ def test_segment_and_training_check_their_config_before_any_work(tmp_path):
     with pytest.raises(InputError, match="--steps"):
         next(train_segmentor_steps(tmp_path / "w.safetensors", TrainConfig(steps=-1)))
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_settings_are_saved_as_json_and_a_toml_name_is_refused(tmp_path):
+    config = InferenceConfig(threshold=0.3, tta=True)
+    assert InferenceConfig.load(config.save(tmp_path / "s.json")) == config
+    with pytest.raises(InputError, match="saved as JSON; choose a .json name"):
+        config.save(tmp_path / "s.toml")
+    assert not (tmp_path / "s.toml").exists()
+    (tmp_path / "hand.toml").write_text("threshold = 0.3\ntta = true\n")  # TOML is read
+    assert InferenceConfig.load(tmp_path / "hand.toml") == config

@@ -74,8 +74,15 @@ class StepConfig:
         return self
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the config as JSON (atomically) and return the path."""
+        """Write the config as JSON (atomically) and return the path.
+
+        A ``.toml`` name is refused (``InputError``): TOML files are read, not written, and a JSON
+        under that name would not load again.
+        """
         from .io.writers import write_json_atomic
+
+        if Path(path).suffix.lower() == ".toml":
+            raise InputError(path, "settings are saved as JSON; choose a .json name (TOML files are read, not written)")
 
         return write_json_atomic(path, {"type": type(self).__name__, **self.to_dict()})
 

@@ -22,8 +22,13 @@ def describe_image(path: str | os.PathLike, pixel_size_mm: float | None = None) 
     pixels = mammo.to_numpy()
     mask = breast_mask(pixels, mammo.pixel_size_mm)
     laterality, source = mammo.laterality, mammo.laterality_source
+    notes = list(mammo.meta.get("notes", []))
+    if mammo.meta.get("converted"):
+        notes.append(f"converted image: {mammo.meta['converted']}")
+    if not mask.any():
+        notes.append("no breast tissue found: the image is blank or holds only background")
     if laterality is None:
-        laterality, source = detect_laterality(mask), "image"
+        laterality, source = detect_laterality(mask), "image" if mask.any() else "default (no breast found)"
     return {
         "path": str(mammo.path),
         "shape": list(mammo.shape),
@@ -39,5 +44,5 @@ def describe_image(path: str | os.PathLike, pixel_size_mm: float | None = None) 
         "format": mammo.file_format,
         "acquisition": mammo.acquisition,
         "acquisition_source": mammo.acquisition_source,
-        "notes": mammo.meta.get("notes", []) + ([f"converted image: {mammo.meta['converted']}"] if mammo.meta.get("converted") else []),
+        "notes": notes,
     }

@@ -341,7 +341,7 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
     if inverted:
         maxval = np.iinfo(dtype).max if dtype.kind in "ui" else pixels.max()
         pixels = maxval - pixels
-    bits = int(dtype.itemsize * 8) if use_lazy else (_bits_used(pixels) if dtype.kind in "ui" else 32)
+    bits = int(dtype.itemsize * 8) if use_lazy or dtype.kind == "f" else _bits_used(pixels)
     mammo = Mammogram(
         pixels=pixels,
         pixel_size_mm=spacing,
