@@ -58,3 +58,18 @@ def test_settings_are_saved_as_json_and_a_toml_name_is_refused(tmp_path):
     assert not (tmp_path / "s.toml").exists()
     (tmp_path / "hand.toml").write_text("threshold = 0.3\ntta = true\n")  # TOML is read
     assert InferenceConfig.load(tmp_path / "hand.toml") == config
+
+
+def test_segment_refuses_a_mammogram_built_by_hand_with_impossible_pixels_or_spacing(tmp_path):
+    import numpy as np
+
+    from mcgenref_core.io import Mammogram
+
+    path = tmp_path / "hand.png"
+    flat = np.zeros((64, 64), np.uint8)
+    with pytest.raises(InputError, match=f"^{path}: pixel size must be a positive number of mm, got -0.2$"):
+        segment(Mammogram(pixels=flat, pixel_size_mm=-0.2, path=path, file_format="png"))
+    with pytest.raises(InputError, match="of shape \\(2, 64, 64\\); a mammogram is one 2-D greyscale image"):
+        segment(Mammogram(pixels=np.zeros((2, 64, 64)), pixel_size_mm=0.2, path=path, file_format="png"))
+    listed = segment(Mammogram(pixels=flat.tolist(), pixel_size_mm=0.2, path=str(path), file_format="png"), InferenceConfig(device="cpu"))
+    assert listed.labels.shape == (64, 64) and listed.record["mcs"] == []

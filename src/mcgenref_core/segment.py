@@ -20,7 +20,7 @@ from ._version import __version__
 from .config import StepConfig
 from .device import AUTO_PRECISION
 from .errors import InputError
-from .io import Mammogram
+from .io import Mammogram, check_pixel_size
 from .models.weights import REGIMES
 
 
@@ -146,7 +146,7 @@ def segment_steps(
     t0 = time.perf_counter()
     if mammo.pixel_size_mm is None:
         raise InputError(mammo.path, "pixel size unknown; give it with --pixel-size MM (e.g. 0.07 for a Hologic 3328x2560 image)")
-    spacing = float(mammo.pixel_size_mm)
+    spacing = check_pixel_size(mammo.pixel_size_mm, str(mammo.path))
     regime, regime_source, regime_note = reading_regime(config, mammo)
     given = weights
     if weights is None:
@@ -158,6 +158,8 @@ def segment_steps(
     yield Progress("prepare", 0, 1)
 
     image, nonfinite = fill_nonfinite(mammo.to_numpy())
+    if image.ndim != 2 or image.dtype.kind not in "uif":
+        raise InputError(mammo.path, f"pixels are {image.dtype} of shape {image.shape}; a mammogram is one 2-D greyscale image")
     notes = [f"{nonfinite} pixels were NaN or infinite; read as the image's lowest value (background)"] if nonfinite else []
     breast = breast_mask(image, spacing)
     if not breast.any():  # blank image: nothing to find, and nothing to run

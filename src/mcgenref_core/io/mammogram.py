@@ -61,6 +61,13 @@ class Mammogram:
     acquisition_source: str = "unknown"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # a Mammogram built by hand: a path given as text, pixels given as nested lists
+        if self.path is not None and not isinstance(self.path, Path):
+            self.path = Path(self.path)
+        if self.pixels is not None and not hasattr(self.pixels, "shape"):
+            self.pixels = np.asarray(self.pixels)
+
     @property
     def shape(self) -> tuple[int, int]:
         """(rows, cols) of the pixel grid."""
@@ -89,4 +96,6 @@ class Mammogram:
         """The pixels as an in-memory numpy array (computes a dask array)."""
         if isinstance(self.pixels, np.ndarray):
             return self.pixels
-        return np.asarray(self.pixels.compute())
+        if hasattr(self.pixels, "compute"):  # dask
+            return np.asarray(self.pixels.compute())
+        return np.asarray(self.pixels)  # a zarr array
