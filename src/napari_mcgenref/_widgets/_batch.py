@@ -27,7 +27,7 @@ from ._runner import JobRunner, show_error_message, show_info_message
 from ._segment import describe_device, inference_editors, refine_editors, refine_presets
 
 #: Columns of the results table (from the summary rows).
-TABLE_COLUMNS = ("stem", "status", "n_mcs", "n_clusters", "seconds", "error")
+TABLE_COLUMNS = ("stem", "status", "n_mcs", "n_clusters", "seconds", "error", "note")
 #: BatchConfig fields set by the widget itself rather than its form.
 OWN_FIELDS = ("inputs", "out", "settings", "refine")
 
