@@ -653,3 +653,7 @@ def test_an_interrupted_rewrite_is_never_taken_as_complete(tmp_path, monkeypatch
     monkeypatch.setattr(results, "write_tiff_atomic", real)
     results.write_segmentation(tmp_path, "a", labels * 2, prob, {"settings": {"threshold": 0.9}, "mcs": [], "clusters": []}, 0.2)
     assert results.outputs_complete(tmp_path, "a") and results.read_record(tmp_path, "a")["settings"]["threshold"] == 0.9
+    # labels that are not ids are refused before anything is touched
+    with pytest.raises(InputError, match="labels must be whole ids >= 0"):
+        results.write_segmentation(tmp_path, "a", -labels.astype(np.int32), prob, {"settings": {}, "mcs": [], "clusters": []}, 0.2)
+    assert results.read_record(tmp_path, "a")["settings"]["threshold"] == 0.9

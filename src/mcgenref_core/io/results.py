@@ -64,6 +64,9 @@ def write_segmentation(
     half-way (new labels beside the old record) is never taken as complete.
     """
     paths = output_paths(out_dir, stem, fmt)
+    if np.asarray(labels).dtype.kind not in "ui" or np.min(labels, initial=0) < 0:
+        raise InputError(paths["labels"], f"labels must be whole ids >= 0 (one per MC), got {np.asarray(labels).dtype} "
+                                          f"from {np.min(labels, initial=0)}")
     ensure_folder(out_dir)
     try:
         paths["json"].unlink(missing_ok=True)  # the old record goes before the files it describes
