@@ -279,6 +279,9 @@ def test_train_flow_writes_flow_weights_and_resumes_bit_for_bit(tmp_path, val_ba
     resumed = load_weights(tmp_path / "b.safetensors")
     for key, value in weights.state_dict.items():
         assert torch.equal(value, resumed.state_dict[key]), key
+    # step 3, taken again after the resume, is logged once
+    log = [json.loads(line) for line in (tmp_path / "b.safetensors.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["kind"] == "step"] == [1, 2, 3, 4]
 
 
 def test_train_flow_with_false_seeds_from_the_segmentor(tmp_path, val_background):

@@ -399,6 +399,7 @@ def train_segmentor_steps(
     hard_negatives = np.zeros((0, train.patch_px, train.patch_px), np.float32)
     if resume and ckpt_path.exists():
         step, rng, hard_negatives, elapsed_before = _load_checkpoint(ckpt_path, model, optimiser, train)
+        trim_log(log_path, step)
     elif log_path.exists() and not resume:
         log_path.unlink()
 
@@ -615,6 +616,22 @@ def _mine_hard_negatives(model, generator, rng, train: TrainConfig, device, amp)
     flat = np.sort(prob.reshape(len(pool), -1), axis=1)[:, -16:].sum(1)
     keep = np.argsort(flat)[::-1][: train.hard_negative_keep]
     return pool[keep].astype(np.float32)
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the lines of the loss log ``path`` up to ``step`` (the checkpoint a run resumes from).
+
+    The steps an interrupted run took after its last checkpoint are taken again on resume; without
+    this their lines would appear twice. Rewritten atomically; a missing log stays missing.
+    """
+    from .io.writers import atomic_path
+
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", step + 1) <= step]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 def _append_log(path: Path, record: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from .train import (
     cosine_lr,
     initialise_from,
     load_matching_weights,
+    trim_log,
 )
 
 #: where ``FlowTrainConfig.false_seeds`` are put
@@ -363,6 +364,7 @@ def train_flow_steps(
     no_negatives = np.zeros((0, train.crop_px, train.crop_px), np.float32)
     if resume and ckpt_path.exists():
         step, rng, _, elapsed_before = _load_checkpoint(ckpt_path, model, optimiser, train)
+        trim_log(log_path, step)
     elif log_path.exists() and not resume:
         log_path.unlink()
 
