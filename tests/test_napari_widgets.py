@@ -155,6 +155,14 @@ def test_writer_tiff_round_trip_is_uint16_2d_with_spacing(tmp_path):
     assert saved_record == record
     np.testing.assert_array_equal(tifffile.imread(path), data)
 
+    # File > IO Utilities > Open mammograms of any name reopens it as Labels on the mm grid
+    from napari_mcgenref._reader import read_mammogram_layers
+
+    ((reopened, kwargs, kind),) = read_mammogram_layers(path)
+    assert kind == "labels" and kwargs["name"] == "mcs" and kwargs["metadata"]["record"] == record
+    assert kwargs["scale"] == pytest.approx((0.07, 0.07), rel=1e-4)
+    np.testing.assert_array_equal(reopened, data)
+
     from mcgenref_core.io import read_mammogram
 
     assert read_mammogram(path).pixel_size_mm == pytest.approx(0.07, rel=1e-4)

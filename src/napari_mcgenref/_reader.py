@@ -46,11 +46,38 @@ def read_mammogram_layers(path: str | list[str]) -> LayerData:
     layers: LayerData = []
     for p in paths:
         result_layers = _zarr_result_layers(Path(p))
+        if result_layers is None:
+            result_layers = _tiff_labels_layers(Path(p))
         if result_layers is not None:
             layers.extend(result_layers)
         else:
             layers.append(mammogram_layer_data(read_mammogram(p)))
     return layers
+
+
+def _tiff_labels_layers(path: Path) -> LayerData | None:
+    """A Labels layer for a TIFF this plugin's writer saved (its description holds the run's
+    ``mcgenref_record``), scaled by its resolution; None for any other file."""
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            shaped = tif.shaped_metadata
+            record = shaped[0].get("mcgenref_record") if shaped else None
+            if record is None:
+                return None
+            labels = tif.pages[0].asarray()
+    except Exception:
+        return None
+    from mcgenref_core.io import read_mammogram
+
+    spacing = read_mammogram(path).pixel_size_mm  # the resolution, read as the core reads it
+    scale = (spacing, spacing) if spacing else (1.0, 1.0)
+    metadata = {"pixel_size_mm": spacing, "record": record, "path": str(path)}
+    name = path.name[: -len(path.suffix)]
+    return [(labels, {"name": name, "scale": scale, "metadata": metadata}, "labels")]
 
 
 def _zarr_result_layers(path: Path) -> LayerData | None:
