@@ -585,12 +585,14 @@ def test_settings_changed_compares_what_shapes_the_outputs():
     assert settings_changed({"mcs": []}, job, config) == ["settings (not recorded)"]
 
 
-def test_config_alone_repeats_a_batch(cohort, thread_client, tmp_path, capsys):
+def test_config_alone_repeats_a_batch(cohort, thread_client, tmp_path, capsys, monkeypatch):
     from mcgenref_core.cli import main
 
     listing = _crop_list(cohort, tmp_path / "one.csv", {"crop-mdb011.pgm": "0.2"})
     out = tmp_path / "out"
-    assert run_batch(_cpu_config(listing, out, threshold=0.8), client=thread_client).counts["ok"] == 1
+    monkeypatch.chdir(tmp_path)  # given as relative paths, stored absolute: the run repeats from anywhere
+    assert run_batch(_cpu_config("one.csv", "out", threshold=0.8), client=thread_client).counts["ok"] == 1
+    monkeypatch.chdir(cohort.parent)  # and repeated from another folder
     labels_time = (out / "crop-mdb011.labels.tif").stat().st_mtime_ns
     assert main(["batch", "--config", str(out / "batch.json"), "--quiet"]) == 0
     err = capsys.readouterr().err.strip().splitlines()

@@ -72,10 +72,11 @@ def test_segment_layer_equals_the_core_and_carries_the_record(viewer_with_sample
     # user's that happens to share a result's name stays
     widget.probability_box.setChecked(False)
     viewer.add_image(np.zeros((4, 4)), name="other MC probability")
+    viewer.layers.move(viewer.layers.index("mdb209 clusters"), 0)  # the user put the clusters at the bottom
     widget.run()
     assert wait_done(qtbot, widget) == "returned"
     assert "mdb209 MC probability" not in viewer.layers and "other MC probability" in viewer.layers
-    assert "mdb209 MCs" in viewer.layers and "mdb209 clusters" in viewer.layers
+    assert "mdb209 MCs" in viewer.layers and viewer.layers.index("mdb209 clusters") == 0  # replaced where it was
 
 
 def test_cancel_stops_within_one_tile_and_adds_no_layer(viewer_with_sample, qtbot, monkeypatch):

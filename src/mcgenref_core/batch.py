@@ -868,8 +868,10 @@ def close_client(client, cluster) -> None:
 
 
 def _save_config(config: BatchConfig, out_dir: Path) -> Path:
-    """``DIR/batch.json``: the run's settings (``--config`` repeats it)."""
+    """``DIR/batch.json``: the run's settings (``--config`` repeats it, from any folder: the
+    inputs and the output folder are stored as absolute paths)."""
     from ._version import __version__
     from .io.writers import write_json_atomic
 
-    return write_json_atomic(out_dir / "batch.json", {"type": "BatchConfig", "software": {"mcgenref": __version__}, **config.to_dict()})
+    where = {"inputs": [os.path.abspath(p) for p in config.inputs], "out": os.path.abspath(out_dir)}
+    return write_json_atomic(out_dir / "batch.json", {"type": "BatchConfig", "software": {"mcgenref": __version__}, **config.to_dict(), **where})

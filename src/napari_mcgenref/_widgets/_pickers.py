@@ -141,7 +141,7 @@ def put_layers(viewer: Any, layer_data: Sequence[tuple[Any, dict[str, Any], str]
     """Add layers from data tuples, or update same-named layers of the same type; GUI thread only.
 
     Image and Labels layers are updated in place (display settings kept, no flicker); other
-    kinds are replaced. Returns the layers, in the order given.
+    kinds are replaced at the same place in the layer list. Returns the layers, in the order given.
     """
     layers = []
     for data, kwargs, kind in layer_data:
@@ -155,7 +155,12 @@ def put_layers(viewer: Any, layer_data: Sequence[tuple[Any, dict[str, Any], str]
                     setattr(existing, key, kwargs[key])
             layers.append(existing)
             continue
+        place = None
         if existing is not None and layer_kind(existing) == kind:
+            place = viewer.layers.index(existing)
             viewer.layers.remove(name)
-        layers.append(getattr(viewer, f"add_{kind}")(data, **kwargs))
+        layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+        if place is not None:
+            viewer.layers.move(viewer.layers.index(layer), place)
+        layers.append(layer)
     return layers
