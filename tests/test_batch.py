@@ -579,6 +579,17 @@ def test_settings_changed_compares_what_shapes_the_outputs():
     assert settings_changed(with_refine, job, refined) == []
     assert settings_changed(with_refine, job, config.replace(refine=RefineConfig(rounds=1, crop_batch=2))) == ["refine.rounds"]
     assert settings_changed({**record, "refine": {"enabled": False, "settings": {}}}, job, config.replace(refine=RefineConfig(enabled=False))) == []
+    # the flow generator: the bundled one, or a file given by path, matched by its hash
+    flows = [e["sha256"] for e in registry().values() if e.get("kind") == "flow"]
+    if flows:
+        bundled_flow = {**with_refine, "refine": {**with_refine["refine"], "flow_weights": {"sha256": flows[0]}}}
+        assert settings_changed(bundled_flow, job, refined) == []
+        other_flow = {**with_refine, "refine": {**with_refine["refine"], "flow_weights": {"sha256": "cd" * 32}}}
+        assert settings_changed(other_flow, job, refined) == ["refine.flow_weights"]
+        by_flow_path = config.replace(refine=RefineConfig(flow_weights="/moved/flow.safetensors"))
+        moved = {**other_flow, "refine": {**other_flow["refine"], "settings": by_flow_path.refine.to_dict()}}
+        assert settings_changed(moved, job, by_flow_path, flow_sha256="cd" * 32) == []
+        assert settings_changed(moved, job, by_flow_path, flow_sha256="ef" * 32) == ["refine.flow_weights"]
     by_path = config.replace(settings=config.settings.replace(weights="/moved/w.safetensors"))
     assert settings_changed({**record, "weights": {"sha256": "ab" * 32}}, job, by_path, weights_sha256="ab" * 32) == []
     assert settings_changed(record, job, by_path, weights_sha256="ab" * 32) == ["weights"]

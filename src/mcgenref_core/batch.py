@@ -337,7 +337,7 @@ def _images_in(folder: Path, excluded: Path | None) -> list[Path]:
 
 
 def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str, config: BatchConfig | None = None,
-                  weights_sha256: str | None = None) -> tuple[dict[str, Any] | None, str]:
+                  weights_sha256: str | None = None, flow_sha256: str | None = None) -> tuple[dict[str, Any] | None, str]:
     """``(row, note)``: the ``skipped`` summary row of a job whose outputs are complete and were
     made with ``config``'s settings (:func:`settings_changed`; not compared without ``config``),
     else ``None`` and why the job runs although outputs exist (``""`` when they are incomplete).
@@ -348,7 +348,7 @@ def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str, config: BatchC
     if config is not None:
         if record is None:
             return None, f"its record {job.stem}.json cannot be read; segmented again"
-        changed = settings_changed(record, job, config, weights_sha256)
+        changed = settings_changed(record, job, config, weights_sha256, flow_sha256)
         if changed:
             return None, f"outputs were made with other settings ({', '.join(changed)}); segmented again"
     row = make_row(job, "skipped")
@@ -357,7 +357,8 @@ def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str, config: BatchC
     return row, ""
 
 
-def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weights_sha256: str | None = None) -> list[str]:
+def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weights_sha256: str | None = None,
+                     flow_sha256: str | None = None) -> list[str]:
     """Names of the settings that shape the outputs and differ between the ``STEM.json``
     ``record`` of an earlier run and this run (``[]``: its outputs are what this run makes).
 
@@ -366,8 +367,9 @@ def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weig
     refinement on or off and, when on, its settings (``refine.NAME``) except
     ``REFINE_EXECUTION_SETTINGS``; the weights (``weights_sha256``, the SHA-256 of a weights
     file given by path, must be the recorded hash, which then stands for the path; bundled
-    weights must be the installed ones); the job's pixel size (mm) when the list or
-    ``--pixel-size`` gives one, and whether one was given at all.
+    weights must be the installed ones; the same for the flow generator when refining, with
+    ``flow_sha256``); the job's pixel size (mm) when the list or ``--pixel-size`` gives one, and
+    whether one was given at all.
     """
     changed: list[str] = []
     saved = record.get("settings")
@@ -386,19 +388,13 @@ def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weig
         saved_settings = saved_refine.get("settings") if isinstance(saved_refine.get("settings"), dict) else {}
         now = config.refine.to_dict()
         changed += sorted(f"refine.{k}" for k, v in saved_settings.items() if k in now and k not in REFINE_EXECUTION_SETTINGS and now[k] != v)
+        saved_flow = saved_refine.get("flow_weights") if isinstance(saved_refine.get("flow_weights"), dict) else {}
+        if saved_flow and not _weights_match("flow", config.refine.flow_weights, flow_sha256, saved_flow.get("sha256")) \
+                and "refine.flow_weights" not in changed:
+            changed.append("refine.flow_weights")
 
     recorded = record.get("weights") if isinstance(record.get("weights"), dict) else {}
-    if weights_sha256:
-        expected = {weights_sha256}
-    else:
-        from .models.weights import registry
-
-        bundled = registry()
-        expected = {e.get("sha256") for e in bundled.values() if e.get("kind") == "segmentor"}
-        if config.settings.weights in bundled:
-            expected = {bundled[config.settings.weights].get("sha256")}
-        expected.discard(None)
-    if expected and recorded.get("sha256") not in expected and "weights" not in changed:
+    if not _weights_match("segmentor", config.settings.weights, weights_sha256, recorded.get("sha256")) and "weights" not in changed:
         changed.append("weights")
 
     saved_input = record.get("input") if isinstance(record.get("input"), dict) else {}
@@ -409,6 +405,22 @@ def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weig
     elif saved_input.get("pixel_size_source") == "user":
         changed.append("pixel_size_mm")  # given before, now taken from the file
     return changed
+
+
+def _weights_match(kind: str, spec: str | None, file_sha256: str | None, recorded_sha256: Any) -> bool:
+    """Were a record's ``kind`` weights (``recorded_sha256``) the ones this run uses?
+
+    ``file_sha256`` stands for weights given by path; else the installed bundled file named
+    ``spec``, else any bundled default of ``kind``. True when nothing is known to compare.
+    """
+    if file_sha256:
+        return recorded_sha256 == file_sha256
+    from .models.weights import registry
+
+    bundled = registry()
+    expected = {bundled[spec].get("sha256")} if spec in bundled else {e.get("sha256") for e in bundled.values() if e.get("kind") == kind}
+    expected.discard(None)
+    return not expected or recorded_sha256 in expected
 
 
 def remove_stale_temporaries(out_dir: str | os.PathLike, stem: str, fmt: str) -> int:
@@ -629,6 +641,16 @@ def _check_weights(settings: InferenceConfig) -> str | None:
     return None if settings.weights in registry() else weights.sha256
 
 
+def _flow_file_sha256(refine: RefineConfig | None) -> str | None:
+    """The SHA-256 of the flow weights file a refining run names by path (None otherwise)."""
+    from .models.weights import registry, sha256_file
+
+    spec = refine.flow_weights if refine is not None and refine.enabled else None
+    if spec is None or spec in registry() or not Path(spec).is_file():
+        return None
+    return sha256_file(spec)
+
+
 # --- the driver -----------------------------------------------------------------------------
 
 def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, None, BatchSummary]:
@@ -654,6 +676,7 @@ def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, No
     out_dir = Path(config.out)
     jobs = collect_jobs(config.inputs, config.pixel_size_mm, exclude=out_dir)
     weights_sha256 = _check_weights(config.settings)
+    flow_sha256 = _flow_file_sha256(config.refine)
     from .io.writers import ensure_folder
 
     ensure_folder(out_dir)
@@ -670,7 +693,7 @@ def batch_steps(config: BatchConfig, client=None) -> Generator[BatchProgress, No
             rows[i] = make_row(job, "error", job.pixel_size_error)
             refused.append(i)
             continue
-        done_row, note = completed_row(job, out_dir, config.format, config, weights_sha256)
+        done_row, note = completed_row(job, out_dir, config.format, config, weights_sha256, flow_sha256)
         if done_row is not None:
             rows[i] = done_row
         else:
