@@ -94,6 +94,13 @@ def test_lzw_and_jpeg_tiffs_read_without_imagecodecs(tmp_path, compression):
     assert mammo.pixel_size_mm == pytest.approx(25.4 / 127, rel=1e-3)
 
 
+def test_a_1_bit_tiff_is_refused_as_a_mask_not_as_damaged(tmp_path):
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, np.eye(64, dtype=bool))
+    with pytest.raises(InputError, match=r"is a 1-bit bool TIFF \(a mask\?\); a mammogram is greyscale"):
+        read_mammogram(path)
+
+
 def test_large_tiff_reads_lazily(tmp_path):
     img = np.random.default_rng(1).integers(0, 65535, (700, 500), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "big.tif", img, tile=(256, 256))

@@ -314,6 +314,8 @@ def _read_tiff(path: Path, lazy: bool | None) -> Mammogram:
             spacing, source = _tiff_pixel_size(page)
             inverted = photometric is not None and photometric.name == "MINISWHITE"
             dtype = np.dtype(series.dtype)
+            if dtype.kind not in "uif":  # e.g. a 1-bit (bilevel) TIFF: a mask, not a mammogram
+                raise InputError(path, f"is a {page.bitspersample}-bit {dtype} TIFF (a mask?); a mammogram is greyscale integers or floats")
             nbytes = int(np.prod(shape)) * dtype.itemsize
             _check_tiff_data(path, page, nbytes, path.stat().st_size)
             use_lazy = lazy if lazy is not None else nbytes > LAZY_BYTES
