@@ -72,11 +72,15 @@ def test_segment_layer_equals_the_core_and_carries_the_record(viewer_with_sample
     # user's that happens to share a result's name stays
     widget.probability_box.setChecked(False)
     viewer.add_image(np.zeros((4, 4)), name="other MC probability")
+    labels.data[:3, :3] = 500  # a hand correction: the next run keeps it under another name
+    labels.refresh()
     viewer.layers.move(viewer.layers.index("mdb209 clusters"), 0)  # the user put the clusters at the bottom
     widget.run()
     assert wait_done(qtbot, widget) == "returned"
     assert "mdb209 MC probability" not in viewer.layers and "other MC probability" in viewer.layers
     assert "mdb209 MCs" in viewer.layers and viewer.layers.index("mdb209 clusters") == 0  # replaced where it was
+    assert viewer.layers["mdb209 MCs (edited)"].data[1, 1] == 500 and viewer.layers["mdb209 MCs"].data[1, 1] == 0
+    np.testing.assert_array_equal(viewer.layers["mdb209 MCs"].data, expected.labels)
 
 
 def test_cancel_stops_within_one_tile_and_adds_no_layer(viewer_with_sample, qtbot, monkeypatch):

@@ -282,7 +282,9 @@ class SegmentWidget(QWidget):
 
         layers = segmentation_layer_data(result, source["name"], source["scale"], source["translate"],
                                          with_probability=self.probability_box.isChecked())
-        put_layers(self.viewer, layers)
+        keep_edited_labels(self.viewer, source["name"] + " MCs")
+        put = put_layers(self.viewer, layers)
+        put[-1].metadata["labels_digest"] = labels_digest(put[-1].data)  # the MC labels, as segmented
         # an earlier run's layers of this image that this run does not make (probability, TT-GPR) go
         kept = {kwargs["name"] for _, kwargs, _ in layers}
         for suffix in RESULT_LAYER_SUFFIXES:
@@ -321,6 +323,27 @@ class SegmentWidget(QWidget):
         paths = write_segmentation(folder, self.last_stem, result.labels, result.prob, result.record, spacing, fmt)
         show_info_message(f"saved {self.last_stem} results to {folder}")
         return paths
+
+
+def labels_digest(labels: Any) -> str:
+    """A short hash of a labels array's values (tells whether the user painted on it)."""
+    import hashlib
+
+    import numpy as np
+
+    return hashlib.blake2b(np.ascontiguousarray(labels).tobytes(), digest_size=16).hexdigest()
+
+
+def keep_edited_labels(viewer: Any, name: str) -> None:
+    """Rename the MC labels layer ``name`` to ``name (edited)`` when the user painted on it since
+    Segment made it, so the next run does not overwrite the edits; GUI thread only."""
+    if name not in viewer.layers:
+        return
+    layer = viewer.layers[name]
+    made = layer.metadata.get("labels_digest")
+    if made and made != labels_digest(layer.data):
+        layer.name = f"{name} (edited)"  # napari numbers it when the name is taken
+        show_info_message(f"your edits of '{name}' are kept as '{layer.name}'")
 
 
 def describe_run(record: dict) -> str:
