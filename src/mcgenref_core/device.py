@@ -14,6 +14,21 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 AUTO_PRECISION = "bf16 on CUDA and on CPUs with bf16 in hardware, fp16 on MPS, else fp32"
 
 
+def check_device(choice: str) -> str:
+    """``choice`` (auto, cpu, cuda or mps, any case) in lower case; ``InputError`` for another."""
+    choice = (choice or "auto").lower()
+    if choice not in DEVICES:
+        raise InputError("--device", f"unknown device {choice!r}; choose from {', '.join(DEVICES)}")
+    return choice
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` when it is auto or one of :data:`PRECISIONS`; ``InputError`` otherwise."""
+    if precision != "auto" and precision not in PRECISIONS:
+        raise InputError("--precision", f"unknown precision {precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
 def resolve_device(choice: str = "auto") -> str:
     """``auto`` -> cuda, else mps, else cpu; an explicit device that is absent is an error.
 
@@ -21,9 +36,7 @@ def resolve_device(choice: str = "auto") -> str:
     """
     import torch
 
-    choice = (choice or "auto").lower()
-    if choice not in DEVICES:
-        raise InputError("--device", f"unknown device {choice!r}; choose from {', '.join(DEVICES)}")
+    choice = check_device(choice)
     if choice == "auto":
         choice = os.environ.get("MCGENREF_DEVICE", "auto").lower()
     if choice == "auto":
@@ -69,15 +82,14 @@ def resolve_precision(device: str, precision: str = "auto", weights_precision: s
     CPU with bf16 in hardware (:func:`cpu_has_native_bf16`), fp16 on MPS, fp32 on any other CPU.
     An explicit precision always wins. Run records store this resolved name beside the asked one.
     """
+    check_precision(precision)
     if precision == "auto" and weights_precision in PRECISIONS:
         return weights_precision
     if precision == "auto":
         if device == "cuda" or (device == "cpu" and cpu_has_native_bf16()):
             return "bf16"
         return "fp16" if device == "mps" else "fp32"
-    if precision in PRECISIONS:
-        return precision
-    raise InputError("--precision", f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+    return precision
 
 
 def autocast_dtype(device: str, precision: str = "auto"):

@@ -88,10 +88,9 @@ class RefineConfig(StepConfig):
         for name in ("rounds", "draws", "euler_steps", "max_crops", "crop_batch"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be at least 1")
-        from .device import PRECISIONS
+        from .device import check_precision
 
-        if self.precision not in ("auto", *PRECISIONS):
-            raise bad("precision", f"unknown precision {self.precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.surrogate not in SURROGATES:
             raise bad("surrogate", f"must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
         if self.evidence_window_px < 1 or self.evidence_window_px % 2 == 0:

@@ -45,10 +45,10 @@ class InferenceConfig(StepConfig):
     cluster_min_mcs: int = field(default=3, metadata={"help": "MCs needed to call a cluster"})
 
     def validate(self) -> None:
-        from .device import DEVICES, PRECISIONS
+        from .device import check_device, check_precision
 
-        if self.device not in DEVICES:
-            raise InputError("--device", f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
+        check_device(self.device)
+        check_precision(self.precision)
         if self.regime not in ("auto", *REGIMES):
             raise InputError("--regime", f"unknown regime {self.regime!r}; choose from auto, {', '.join(REGIMES)}")
         if self.tile < 32 or self.tile % 16:
@@ -63,8 +63,6 @@ class InferenceConfig(StepConfig):
             raise InputError("--anchor-threshold", f"anchor must be a probability in (0, 1), got {self.anchor_threshold}")
         if self.cluster_min_mcs < 1 or self.cluster_link_mm <= 0:
             raise InputError("--cluster-min-mcs", "cluster settings must be positive")
-        if self.precision not in ("auto", *PRECISIONS):
-            raise InputError("--precision", f"unknown precision {self.precision!r}; choose from auto, {', '.join(PRECISIONS)}")
         if not 0 <= self.min_area_mm2 < self.max_area_mm2:
             raise InputError("--min-area-mm2", f"needs 0 <= min area < max area (mm²), got {self.min_area_mm2} and {self.max_area_mm2}")
 
@@ -326,6 +324,8 @@ def tile_overlap(config: InferenceConfig, model) -> float:
 
 def _empty_result(mammo, image, breast, config, weights, device, seconds, notes=()) -> SegmentationResult:
     """The result for an image without breast tissue: no MCs, probability 0 everywhere."""
+    from .breast import NO_BREAST_NOTE
+
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": mammo.pixel_size_mm},
         "settings": config.to_dict(),
@@ -335,7 +335,7 @@ def _empty_result(mammo, image, breast, config, weights, device, seconds, notes=
         "software": _versions(),
         "timing": {"total_s": round(seconds, 3)},
         "breast_area_cm2": 0.0,
-        "notes": [*notes, "no breast tissue found: the image is blank or holds only background"],
+        "notes": [*notes, NO_BREAST_NOTE],
         "mcs": [],
         "clusters": [],
     }

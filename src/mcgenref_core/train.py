@@ -76,7 +76,7 @@ class TrainConfig(StepConfig):
     calibration_pairs: int = field(default=256, metadata={"help": "digital: synthetic pairs (256² working px, seed 5) drawn into the validation normals; the threshold also holds their false MCs per cm² to the target, the metric of the digital target (0: normals only, then at most 0.5 false clusters per normal as well)"})
 
     def validate(self) -> None:
-        from .device import DEVICES, PRECISIONS
+        from .device import check_device, check_precision
 
         if self.regime not in REGIME_PIXEL_SIZE_MM:
             raise InputError("--regime", f"regime must be film or digital, got {self.regime!r}")
@@ -99,10 +99,8 @@ class TrainConfig(StepConfig):
             low, high = getattr(self, name)
             if not 0 <= low <= high:
                 raise InputError(f"--{name.replace('_', '-')}", f"must be a range 0 <= low <= high, got {getattr(self, name)}")
-        if self.device not in DEVICES:
-            raise InputError("--device", f"unknown device {self.device!r}; choose from {', '.join(DEVICES)}")
-        if self.precision not in ("auto", *PRECISIONS):
-            raise InputError("--precision", f"unknown precision {self.precision!r}; choose from auto, {', '.join(PRECISIONS)}")
+        check_device(self.device)
+        check_precision(self.precision)
         _check_mc_weighting(self.mc_weighting)
         if self.gap_weight < 0 or self.gap_sigma_mm <= 0:
             raise InputError("--gap-weight", f"needs gap weight >= 0 and gap sigma > 0 mm, got {self.gap_weight} and {self.gap_sigma_mm}")
