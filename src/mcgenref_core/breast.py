@@ -57,6 +57,8 @@ BACKGROUND_RADIUS_MM = 20.0
 FAR_BACKGROUND_MM = 12.0
 #: Share of a neighbourhood that must be film base for the minimum to be ignored there.
 FILM_BASE_MIN_SHARE = 0.1
+#: the note ``segment`` and ``info`` give an image whose breast mask is empty
+NO_BREAST_NOTE = "no breast tissue found: the image is blank or holds only background"
 #: Film base is flat: its 5x5 standard deviation is under this share of the tissue contrast.
 FILM_BASE_MAX_SPREAD = 0.005
 #: The local background level is computed on a grid this many times coarser.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .breast import breast_mask, detect_laterality
+from .breast import NO_BREAST_NOTE, breast_mask, detect_laterality
 from .io import read_mammogram
 
 
@@ -26,7 +26,7 @@ def describe_image(path: str | os.PathLike, pixel_size_mm: float | None = None) 
     if mammo.meta.get("converted"):
         notes.append(f"converted image: {mammo.meta['converted']}")
     if not mask.any():
-        notes.append("no breast tissue found: the image is blank or holds only background")
+        notes.append(NO_BREAST_NOTE)
     if laterality is None:
         laterality, source = detect_laterality(mask), "image" if mask.any() else "default (no breast found)"
     return {

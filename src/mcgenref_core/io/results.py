@@ -64,15 +64,14 @@ def write_segmentation(
     half-way (new labels beside the old record) is never taken as complete.
     """
     paths = output_paths(out_dir, stem, fmt)
-    if np.asarray(labels).dtype.kind not in "ui" or np.min(labels, initial=0) < 0:
-        raise InputError(paths["labels"], f"labels must be whole ids >= 0 (one per MC), got {np.asarray(labels).dtype} "
-                                          f"from {np.min(labels, initial=0)}")
+    labels = np.ascontiguousarray(labels)
+    if labels.dtype.kind not in "ui" or labels.min(initial=0) < 0:
+        raise InputError(paths["labels"], f"labels must be whole ids >= 0 (one per MC), got {labels.dtype} from {labels.min(initial=0)}")
     ensure_folder(out_dir)
     try:
         paths["json"].unlink(missing_ok=True)  # the old record goes before the files it describes
     except OSError as exc:
         raise InputError(paths["json"], f"cannot be replaced ({exc.strerror or exc})") from None
-    labels = np.ascontiguousarray(labels)
     if labels.dtype not in (np.uint16, np.uint32):
         labels = labels.astype(np.uint16 if labels.max(initial=0) <= 65535 else np.uint32)
     prob = np.ascontiguousarray(prob, dtype=np.float32)
