@@ -642,13 +642,15 @@ def _check_weights(settings: InferenceConfig) -> str | None:
 
 
 def _flow_file_sha256(refine: RefineConfig | None) -> str | None:
-    """The SHA-256 of the flow weights file a refining run names by path (None otherwise)."""
-    from .models.weights import registry, sha256_file
+    """Load the flow weights a refining run names by path once on the client (a bad file stops
+    the run before it starts, as :func:`_check_weights` does); return their SHA-256, which the
+    records of earlier runs must hold (None: bundled or default flow weights, or no TT-GPR)."""
+    from .models.weights import registry, resolve_weights
 
     spec = refine.flow_weights if refine is not None and refine.enabled else None
-    if spec is None or spec in registry() or not Path(spec).is_file():
+    if spec is None or spec in registry():
         return None
-    return sha256_file(spec)
+    return resolve_weights(spec, "flow").sha256
 
 
 # --- the driver -----------------------------------------------------------------------------

@@ -63,21 +63,20 @@ def _tiff_labels_layers(path: Path) -> LayerData | None:
     try:
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
+        with tifffile.TiffFile(path) as tif:  # the header only: is it the writer's?
             shaped = tif.shaped_metadata
             record = shaped[0].get("mcgenref_record") if shaped else None
-            if record is None:
-                return None
-            labels = tif.pages[0].asarray()
     except Exception:
+        return None
+    if record is None:
         return None
     from mcgenref_core.io import read_mammogram
 
-    spacing = read_mammogram(path).pixel_size_mm  # the resolution, read as the core reads it
+    mammo = read_mammogram(path)  # the labels and their spacing (the resolution), as the core reads them
+    labels, spacing = mammo.to_numpy(), mammo.pixel_size_mm
     scale = (spacing, spacing) if spacing else (1.0, 1.0)
     metadata = {"pixel_size_mm": spacing, "record": record, "path": str(path)}
-    name = path.name[: -len(path.suffix)]
-    return [(labels, {"name": name, "scale": scale, "metadata": metadata}, "labels")]
+    return [(labels, {"name": path.stem, "scale": scale, "metadata": metadata}, "labels")]
 
 
 def _zarr_result_layers(path: Path) -> LayerData | None:
