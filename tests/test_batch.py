@@ -38,6 +38,7 @@ from mcgenref_core.batch import (
     threads_per_task,
 )
 from mcgenref_core.errors import Cancelled, InputError
+from mcgenref_core.io.readers import sha256_file
 
 from .conftest import (
     MIAS_DIR,
@@ -594,6 +595,53 @@ def test_settings_changed_compares_what_shapes_the_outputs():
     assert settings_changed({**record, "weights": {"sha256": "ab" * 32}}, job, by_path, weights_sha256="ab" * 32) == []
     assert settings_changed(record, job, by_path, weights_sha256="ab" * 32) == ["weights"]
     assert settings_changed({"mcs": []}, job, config) == ["settings (not recorded)"]
+
+
+def test_an_input_replaced_under_the_same_name_is_segmented_again(cohort, thread_client, tmp_path):
+    """Resuming compares the input file itself: another image saved under the same path is
+    segmented again (``note`` says so), the same bytes copied anew (new mtime) are skipped."""
+    import shutil
+
+    image = tmp_path / "in" / "case.pgm"
+    image.parent.mkdir()
+    shutil.copyfile(cohort.parent / "crop-mdb011.pgm", image)
+    out = tmp_path / "out"
+    listing = tmp_path / "one.csv"
+    listing.write_text(f"path,pixel_size_mm\n{image},0.2\n")
+    config = _cpu_config(listing, out)
+    assert run_batch(config, client=thread_client).counts["ok"] == 1
+    first = json.loads((out / "case.json").read_text())
+    assert first["input"]["sha256"] == sha256_file(image) and first["input"]["bytes"] == image.stat().st_size
+
+    shutil.copyfile(cohort.parent / "crop-mdb011.pgm", image)  # the same bytes, written again
+    assert run_batch(config, client=thread_client).counts["skipped"] == 1
+    shutil.copyfile(cohort.parent / "crop-mdb014.pgm", image)  # another image of the same size, same name
+    assert image.stat().st_size == first["input"]["bytes"]
+    summary = run_batch(config, client=thread_client)
+    assert summary.counts["ok"] == 1 and [r["stem"] for r in summary.redone] == ["case"]
+    assert summary.rows[0]["note"] == "the input file is not the one its outputs were made from; segmented again"
+    assert json.loads((out / "case.json").read_text())["input"]["sha256"] == sha256_file(cohort.parent / "crop-mdb014.pgm")
+
+
+def test_input_file_changed_compares_size_then_sha256(tmp_path):
+    from mcgenref_core.batch import INPUT_FILE_CHANGED, input_file_changed, redo_note
+    from mcgenref_core.io.readers import file_fingerprint
+
+    path = tmp_path / "a.pgm"
+    path.write_bytes(b"P5 2 1 255\n" + bytes([1, 2]))
+    saved = file_fingerprint(path)
+    assert saved == {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    assert not input_file_changed(saved, path)
+    path.write_bytes(b"P5 2 1 255\n" + bytes([1, 3]))  # same size, other pixels
+    assert input_file_changed(saved, path)
+    path.write_bytes(b"P5 3 1 255\n" + bytes([1, 2, 3]))  # another size: no hash needed
+    assert input_file_changed(saved, path)
+    assert not input_file_changed({}, path)  # a record from before fingerprints: not compared
+    assert not input_file_changed(saved, tmp_path / "gone.pgm")  # unreadable now: segmenting says why
+    assert file_fingerprint(tmp_path) == {} and file_fingerprint(tmp_path / "gone.pgm") == {}  # a folder (zarr), nothing
+    assert redo_note(["threshold", INPUT_FILE_CHANGED]) == (
+        "the input file is not the one its outputs were made from; outputs were made with other settings (threshold); segmented again")
+    assert redo_note(["tile"]) == "outputs were made with other settings (tile); segmented again"
 
 
 def test_config_alone_repeats_a_batch(cohort, thread_client, tmp_path, capsys, monkeypatch):

@@ -350,11 +350,24 @@ def completed_row(job: Job, out_dir: str | os.PathLike, fmt: str, config: BatchC
             return None, f"its record {job.stem}.json cannot be read; segmented again"
         changed = settings_changed(record, job, config, weights_sha256, flow_sha256)
         if changed:
-            return None, f"outputs were made with other settings ({', '.join(changed)}); segmented again"
+            return None, redo_note(changed)
     row = make_row(job, "skipped")
     with contextlib.suppress(TypeError, AttributeError):  # counts unknown: the outputs stay as they are
         row["n_mcs"], row["n_clusters"] = len(record.get("mcs", [])), len(record.get("clusters", []))
     return row, ""
+
+
+#: the entry of :func:`settings_changed` for an input file that is not the one the outputs were made from
+INPUT_FILE_CHANGED = "input file"
+
+
+def redo_note(changed: list[str]) -> str:
+    """The summary ``note`` of a job segmented again because of ``changed`` (:func:`settings_changed`)."""
+    settings = [name for name in changed if name != INPUT_FILE_CHANGED]
+    reasons = ["the input file is not the one its outputs were made from"] if INPUT_FILE_CHANGED in changed else []
+    if settings:
+        reasons.append(f"outputs were made with other settings ({', '.join(settings)})")
+    return "; ".join(reasons) + "; segmented again"
 
 
 def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weights_sha256: str | None = None,
@@ -369,7 +382,8 @@ def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weig
     file given by path, must be the recorded hash, which then stands for the path; bundled
     weights must be the installed ones; the same for the flow generator when refining, with
     ``flow_sha256``); the job's pixel size (mm) when the list or ``--pixel-size`` gives one, and
-    whether one was given at all.
+    whether one was given at all; and the input file itself (:data:`INPUT_FILE_CHANGED`) when the
+    record holds its SHA-256 (:func:`input_file_changed`).
     """
     changed: list[str] = []
     saved = record.get("settings")
@@ -404,7 +418,30 @@ def settings_changed(record: dict[str, Any], job: Job, config: BatchConfig, weig
             changed.append("pixel_size_mm")
     elif saved_input.get("pixel_size_source") == "user":
         changed.append("pixel_size_mm")  # given before, now taken from the file
+    if input_file_changed(saved_input, job.path):
+        changed.append(INPUT_FILE_CHANGED)
     return changed
+
+
+def input_file_changed(saved_input: dict[str, Any], path: str | os.PathLike) -> bool:
+    """Is the file at ``path`` another than the one a record's ``input`` (its ``bytes`` and
+    ``sha256``, :func:`~mcgenref_core.io.readers.file_fingerprint`) describes? The size is
+    compared first, the SHA-256 only when the sizes agree. False when the record holds no
+    SHA-256 (written before records held one, or a zarr folder) or the file cannot be read now
+    (segmenting it then reports why)."""
+    from .io.readers import file_fingerprint
+
+    recorded = saved_input.get("sha256")
+    if not isinstance(recorded, str):
+        return False
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if isinstance(saved_input.get("bytes"), int) and saved_input["bytes"] != size:
+        return True
+    now = file_fingerprint(path).get("sha256")
+    return now is not None and now != recorded
 
 
 def _weights_match(kind: str, spec: str | None, file_sha256: str | None, recorded_sha256: Any) -> bool:

@@ -121,7 +121,8 @@ def segment_steps(
     - ``logits_working``: (h, w) float32 logits (before the sigmoid; after TT-GPR when refined),
       working grid; ``None`` for an image without breast tissue.
     - ``record``: JSON-ready dict, what ``io.results.write_segmentation`` saves as
-      ``STEM.json``: ``input``, ``settings``, ``run`` (regime, device, thresholds used),
+      ``STEM.json``: ``input`` (path, shape, spacing; the file's ``bytes`` and ``sha256`` when
+      it is one file), ``settings``, ``run`` (regime, device, thresholds used),
       ``refine``, ``weights`` (name, path, SHA-256, ``working_pixel_size_mm``), ``software``,
       ``timing`` (seconds), ``breast_area_cm2``, ``notes``, ``mcs`` (per MC: ``id``,
       ``centroid_rc`` (row, col) in input-grid pixels, ``area_mm2``, ``score`` = peak
@@ -133,6 +134,7 @@ def segment_steps(
     from .breast import breast_mask
     from .device import dihedral_average, make_predictor, resolve_device, resolve_precision
     from .intensity import fill_nonfinite, resample, resample_to_spacing, robust_normalize
+    from .io.readers import file_fingerprint
     from .models.weights import resolve_weights
     from .postprocess import cluster_mcs, describe_mcs, keep_anchored, label_mcs
     from .tiling import iter_tiled_logits
@@ -205,7 +207,8 @@ def segment_steps(
     timings["total_s"] = time.perf_counter() - t0
     record = {
         "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": spacing, "pixel_size_source": mammo.pixel_size_source, "laterality": mammo.laterality, "view": mammo.view,
-                  "acquisition": mammo.acquisition, "acquisition_source": mammo.acquisition_source},
+                  "acquisition": mammo.acquisition, "acquisition_source": mammo.acquisition_source,
+                  **file_fingerprint(mammo.path)},
         "settings": config.to_dict(),
         "run": {"regime": regime, "regime_source": regime_source, "regime_note": regime_note, "device_used": device, "threshold_used": threshold, "anchor_threshold_used": anchor, "threshold_source": threshold_source, "precision": config.precision, "precision_used": precision, "overlap_used": overlap},
         "refine": refine_record,
@@ -325,9 +328,11 @@ def tile_overlap(config: InferenceConfig, model) -> float:
 def _empty_result(mammo, image, breast, config, weights, device, seconds, notes=()) -> SegmentationResult:
     """The result for an image without breast tissue: no MCs, probability 0 everywhere."""
     from .breast import NO_BREAST_NOTE
+    from .io.readers import file_fingerprint
 
     record = {
-        "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": mammo.pixel_size_mm},
+        "input": {"path": str(mammo.path), "shape": list(image.shape), "dtype": str(mammo.dtype), "pixel_size_mm": mammo.pixel_size_mm,
+                  **file_fingerprint(mammo.path)},
         "settings": config.to_dict(),
         "run": {"device_used": device},
         "refine": None,

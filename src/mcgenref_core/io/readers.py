@@ -8,6 +8,7 @@ problem with a file is raised as :class:`~mcgenref_core.errors.InputError` namin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -99,6 +100,28 @@ def check_pixel_size(value: Any, source: str = "pixel size") -> float:
     if size > 5:
         raise InputError(source, f"pixel size {size} mm is implausible for a mammogram (want 0.02-1 mm)")
     return size
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB pieces)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of the regular file at ``path``: what a run record
+    keeps to tell later whether an input is still the file its outputs were made from. ``{}``
+    for anything else (a zarr folder, a layer with no file behind it, a file that cannot be
+    read), which is then not compared."""
+    try:
+        if not os.path.isfile(path):
+            return {}
+        return {"bytes": os.path.getsize(path), "sha256": sha256_file(path)}
+    except (OSError, TypeError, ValueError):
+        return {}
 
 
 def detect_format(path: Path) -> str:

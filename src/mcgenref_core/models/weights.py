@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..io.readers import sha256_file
 
 METADATA_KEY = "mcgenref"
 
@@ -128,15 +129,6 @@ def _plausible_kwargs(value: Any) -> bool:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return abs(value) <= _MAX_ARCH_NUMBER
     return True
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def save_weights(path: str | os.PathLike, state_dict: dict[str, Any], metadata: dict[str, Any]) -> Path:
