@@ -429,19 +429,17 @@ def input_file_changed(saved_input: dict[str, Any], path: str | os.PathLike) -> 
     compared first, the SHA-256 only when the sizes agree. False when the record holds no
     SHA-256 (written before records held one, or a zarr folder) or the file cannot be read now
     (segmenting it then reports why)."""
-    from .io.readers import file_fingerprint
+    from .io.readers import sha256_file
 
     recorded = saved_input.get("sha256")
     if not isinstance(recorded, str):
         return False
     try:
-        size = os.path.getsize(path)
+        if isinstance(saved_input.get("bytes"), int) and saved_input["bytes"] != os.path.getsize(path):
+            return True
+        return sha256_file(path) != recorded
     except OSError:
         return False
-    if isinstance(saved_input.get("bytes"), int) and saved_input["bytes"] != size:
-        return True
-    now = file_fingerprint(path).get("sha256")
-    return now is not None and now != recorded
 
 
 def _weights_match(kind: str, spec: str | None, file_sha256: str | None, recorded_sha256: Any) -> bool:
